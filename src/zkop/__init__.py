@@ -1,0 +1,3 @@
+"""zkop: an operator platform coordinated by Apache ZooKeeper."""
+
+__version__ = "0.1.0"

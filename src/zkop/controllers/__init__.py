@@ -1,0 +1,1 @@
+"""zkop.controllers."""

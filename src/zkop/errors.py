@@ -1,0 +1,25 @@
+"""Errors a user may see. Each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class ZkopError(Exception):
+    """Base of every error zkop reports to a user (the CLI prints it as one line)."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ConfigurationError(ZkopError):
+    """The environment is missing something zkop needs (Java, ZooKeeper, a writable dir)."""
+
+
+class ValidationError(ZkopError):
+    """Input was refused; nothing was written."""
