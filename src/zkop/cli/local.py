@@ -1,0 +1,196 @@
+"""Commands for the local control plane: up, down, status."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from zkop.cli.output import Output, console, emit, table
+from zkop.errors import ZkopError
+from zkop.platform.local import statedir
+from zkop.platform.local.ensemble import EnsembleError, LocalEnsemble, MemberStatus
+from zkop.platform.local.process import ProcessUnit
+from zkop.zk.config import ServerSettings
+
+
+def control_plane(state_dir: Path) -> LocalEnsemble:
+    return LocalEnsemble(state_dir, statedir.CONTROL_PLANE)
+
+
+def member_rows(statuses: list[MemberStatus], name: str) -> list[list[Any]]:
+    return [
+        [
+            name,
+            s.id,
+            s.pid,
+            s.address.client_endpoint,
+            s.role,
+            s.state.zxid_hex if s.serving else None,
+        ]
+        for s in statuses
+    ]
+
+
+MEMBER_COLUMNS = ("ENSEMBLE", "MYID", "PID", "CLIENT", "ROLE", "ZXID")
+
+
+def status_dict(ensemble: LocalEnsemble, statuses: list[MemberStatus]) -> dict[str, Any]:
+    return {
+        "ensemble": ensemble.name,
+        "stateDir": str(ensemble.state_dir),
+        "connectionString": ensemble.connection_string(),
+        "members": [
+            {
+                "myid": s.id,
+                "pid": s.pid,
+                "clientEndpoint": s.address.client_endpoint,
+                "role": s.role,
+                "zxid": s.state.zxid_hex if s.serving else None,
+                "restarts": s.restarts,
+                "version": s.state.version or None,
+            }
+            for s in statuses
+        ],
+    }
+
+
+async def _start_with_progress(ensemble: LocalEnsemble, ids: list[int]) -> list[MemberStatus]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"starting {len(ids)} ZooKeeper member(s)", total=len(ids))
+        ensemble.start(ids)
+
+        def on_progress(statuses: list[MemberStatus]) -> None:
+            serving = sum(1 for s in statuses if s.serving)
+            progress.update(
+                task,
+                completed=serving,
+                description=f"waiting for quorum: {serving}/{len(statuses)} members serving",
+            )
+
+        return await ensemble.wait_serving(ids, timeout=90, on_progress=on_progress)
+
+
+def up(
+    state_dir: Path,
+    members: int,
+    detach: bool,
+    port_base: int | None,
+    zookeeper_home: str | None,
+    heap_mb: int,
+) -> None:
+    ensemble = control_plane(state_dir)
+    if ensemble.exists():
+        running = ensemble.running_members()
+        ids = ensemble.member_ids()
+        if len(running) == len(ids):
+            console.print(f"zkop is already up in {state_dir}; nothing was started.")
+            statuses = asyncio.run(ensemble.observe())
+            console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
+            return
+        if members != len(ids):
+            console.print(
+                f"[yellow]note:[/] the control plane keeps its {len(ids)} members; "
+                f"--members {members} applies only to a new one (zkop down --purge first)"
+            )
+        missing = [i for i in ids if i not in running]
+        statuses = asyncio.run(_start_with_progress(ensemble, missing))
+    else:
+        if members < 1 or members > 9:
+            raise ZkopError(f"--members {members} is out of range", hint="use 1 to 9 (odd is best)")
+        settings = ServerSettings(tick_time=1000, init_limit=10, sync_limit=5, heap_mb=heap_mb)
+        ensemble.create(members, settings=settings, zookeeper_home=zookeeper_home, port_base=port_base)
+        try:
+            statuses = asyncio.run(_start_with_progress(ensemble, ensemble.member_ids()))
+        except (ZkopError, KeyboardInterrupt):
+            # A failed first start leaves nothing running and nothing half-made behind.
+            ensemble.stop(grace=5)
+            ensemble.destroy()
+            raise
+    console.print(f"[green]zkop is up[/] ({len(statuses)} members, state in {state_dir})")
+    console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
+    console.print(f"connection string: [bold]{ensemble.connection_string()}[/]")
+    if detach:
+        return
+    console.print("running in the foreground; press Ctrl-C to stop (use -d to detach)")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    console.print("stopping...")
+    stop_everything(state_dir)
+
+
+def unit_dirs(state_dir: Path) -> list[Path]:
+    """Every directory holding a pid record, in the order they should stop.
+
+    Operators stop first (so nothing heals what is being stopped), then applications,
+    then ZooKeeper clusters, and the control plane last.
+    """
+    found = [p.parent for p in state_dir.rglob("pid.json")]
+
+    def rank(path: Path) -> tuple[int, str]:
+        rel = path.relative_to(state_dir).parts
+        if rel and rel[0] == "operators":
+            return (0, str(path))
+        if rel and rel[0] == "apps":
+            return (1, str(path))
+        if len(rel) > 1 and rel[0] == "ensembles" and rel[1] != statedir.CONTROL_PLANE:
+            return (2, str(path))
+        return (3, str(path))
+
+    return sorted(found, key=rank)
+
+
+def stop_everything(state_dir: Path, grace: float = 10.0) -> list[str]:
+    stopped: list[str] = []
+    for directory in unit_dirs(state_dir):
+        unit = ProcessUnit(directory)
+        rec = unit.running()
+        if rec is not None and unit.stop(grace):
+            stopped.append(f"{directory.relative_to(state_dir)} (pid {rec.pid})")
+    return stopped
+
+
+def down(state_dir: Path, purge: bool, yes: bool) -> None:
+    stopped = stop_everything(state_dir)
+    for what in stopped:
+        console.print(f"stopped {what}")
+    has_data = (state_dir / "ensembles").exists() or (state_dir / "apps").exists()
+    if purge and has_data:
+        if not yes and not typer.confirm(f"Delete all zkop data in {state_dir}?", default=False):
+            console.print("kept the data.")
+            return
+        for sub in ("ensembles", "apps", "operators", "fence"):
+            shutil.rmtree(state_dir / sub, ignore_errors=True)
+        console.print(f"removed zkop data in {state_dir}")
+        return
+    if not stopped:
+        raise ZkopError(f"nothing is running for {state_dir}", hint="`zkop up` starts the control plane")
+    console.print(f"[green]zkop is down[/] ({len(stopped)} process(es) stopped)")
+
+
+def status(state_dir: Path, output: Output) -> None:
+    ensemble = control_plane(state_dir)
+    if not ensemble.exists():
+        raise EnsembleError(f"zkop is not up in {state_dir}", hint="run `zkop up`")
+    statuses = asyncio.run(ensemble.observe())
+    if emit(status_dict(ensemble, statuses), output):
+        return
+    console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
+    serving = sum(1 for s in statuses if s.serving)
+    console.print(
+        f"{serving}/{len(statuses)} members serving; connection string {ensemble.connection_string()}"
+    )

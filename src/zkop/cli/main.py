@@ -1,0 +1,120 @@
+"""The ``zkop`` command."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import typer
+
+import zkop
+from zkop.cli import local
+from zkop.cli.output import Output, console, emit, fail
+from zkop.errors import ZkopError
+from zkop.platform.local import statedir
+
+app = typer.Typer(
+    name="zkop",
+    help="Operate ZooKeeper ensembles and applications coordinated by ZooKeeper.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class Context:
+    def __init__(self, state_dir: str | None) -> None:
+        self._state_dir_opt = state_dir
+
+    @property
+    def state_dir(self) -> Path:
+        return statedir.resolve(self._state_dir_opt)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    state_dir: str | None = typer.Option(
+        None,
+        "--state-dir",
+        envvar="ZKOP_STATE_DIR",
+        help="Where the local platform keeps data, configs, logs and pid records.",
+    ),
+) -> None:
+    ctx.obj = Context(state_dir)
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    members: int = typer.Option(3, "--members", "-m", help="Members of the control-plane ensemble."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return once the ensemble serves."),
+    port_base: int | None = typer.Option(
+        None, "--port-base", help="Use fixed ports from here (3 per member) instead of free ones."
+    ),
+    zookeeper_home: str | None = typer.Option(
+        None, "--zookeeper-home", envvar="ZOOKEEPER_HOME", help="An unpacked ZooKeeper release."
+    ),
+    heap: int = typer.Option(128, "--heap-mb", help="JVM heap of each member, in MiB."),
+) -> None:
+    """Start the local control plane and wait for quorum."""
+    local.up(ctx.obj.state_dir, members, detach, port_base, zookeeper_home, heap)
+
+
+@app.command()
+def down(
+    ctx: typer.Context,
+    purge: bool = typer.Option(False, "--purge", help="Also delete all data (asks first)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before purging."),
+) -> None:
+    """Stop every process zkop started for this state dir."""
+    local.down(ctx.obj.state_dir, purge, yes)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
+) -> None:
+    """Show the local control plane's members."""
+    local.status(ctx.obj.state_dir, output)
+
+
+@app.command()
+def version(
+    output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
+) -> None:
+    """Show the versions of zkop, ZooKeeper, Java and Python."""
+    from zkop.zk.distribution import java_version, locate
+
+    info: dict[str, str] = {"zkop": zkop.__version__, "python": platform.python_version()}
+    try:
+        dist = locate()
+        info |= {
+            "zookeeper": dist.version,
+            "zookeeperHome": str(dist.home),
+            "java": java_version(dist.java),
+        }
+    except ZkopError as exc:
+        info["zookeeper"] = f"not found: {exc}"
+    if emit(info, output):
+        return
+    for key, value in info.items():
+        console.print(f"{key:>14}: {value}")
+
+
+def run() -> None:
+    """Console entry point: user errors are one line and a non-zero exit, never a traceback."""
+    try:
+        app(prog_name="zkop")
+    except ZkopError as exc:
+        fail(str(exc))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        fail("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,189 @@
+"""Render a member's ``zoo.cfg`` and the ensemble's dynamic configuration file.
+
+zkop owns every key that decides identity, membership, storage and security;
+users tune the rest through :class:`ServerSettings`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FOUR_LETTER_WORDS = ("ruok", "srvr", "mntr", "conf")
+
+# Keys zkop decides; a user's additional configuration may not set them.
+OWNED_KEYS = frozenset(
+    {
+        "dataDir",
+        "dataLogDir",
+        "clientPort",
+        "clientPortAddress",
+        "secureClientPort",
+        "dynamicConfigFile",
+        "reconfigEnabled",
+        "standaloneEnabled",
+        "skipACL",
+        "4lw.commands.whitelist",
+        "admin.enableServer",
+        "admin.serverAddress",
+        "admin.serverPort",
+        "DigestAuthenticationProvider.superDigest",
+        "zookeeper.DigestAuthenticationProvider.superDigest",
+    }
+)
+_SERVER_KEY = re.compile(r"^(server|group|weight)\.\d+$")
+
+
+def is_owned_key(key: str) -> bool:
+    return key in OWNED_KEYS or bool(_SERVER_KEY.match(key))
+
+
+@dataclass(frozen=True)
+class MemberAddress:
+    """One line of the dynamic configuration."""
+
+    id: int
+    host: str
+    quorum_port: int
+    election_port: int
+    client_port: int
+    role: str = "participant"  # or "observer"
+
+    @property
+    def client_endpoint(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    def server_line(self) -> str:
+        return (
+            f"server.{self.id}={self.host}:{self.quorum_port}:{self.election_port}:{self.role};"
+            f"{self.host}:{self.client_port}"
+        )
+
+
+_LINE = re.compile(
+    r"^server\.(?P<id>\d+)=(?P<host>[^:]+):(?P<q>\d+):(?P<e>\d+)(?::(?P<role>participant|observer))?"
+    r"(?:;(?:(?P<chost>[^:;]+):)?(?P<c>\d+))?$"
+)
+
+
+def parse_server_line(line: str) -> MemberAddress | None:
+    """Parse ``server.N=host:q:e:role;host:port``; None for any other line."""
+    match = _LINE.match(line.strip())
+    if not match:
+        return None
+    client = int(match.group("c")) if match.group("c") else 0
+    return MemberAddress(
+        id=int(match.group("id")),
+        host=match.group("host"),
+        quorum_port=int(match.group("q")),
+        election_port=int(match.group("e")),
+        client_port=client,
+        role=match.group("role") or "participant",
+    )
+
+
+def parse_membership(text: str) -> tuple[list[MemberAddress], int | None]:
+    """Members and the config version from a dynamic file or the ``conf`` output."""
+    members: list[MemberAddress] = []
+    version: int | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("server."):
+            parsed = parse_server_line(line)
+            if parsed:
+                members.append(parsed)
+        elif line.startswith("version="):
+            try:
+                version = int(line.split("=", 1)[1], 16)
+            except ValueError:
+                version = None
+    return sorted(members, key=lambda m: m.id), version
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The tunable part of a server's configuration."""
+
+    tick_time: int = 2000
+    init_limit: int = 10
+    sync_limit: int = 5
+    max_client_cnxns: int = 60
+    min_session_timeout: int | None = None
+    max_session_timeout: int | None = None
+    autopurge_snap_retain_count: int = 3
+    autopurge_purge_interval: int = 1  # hours; on by default
+    heap_mb: int = 128
+    admin_port: int | None = None  # None: AdminServer off
+    additional: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = sorted(k for k in self.additional if is_owned_key(k))
+        if bad:
+            raise ValueError(f"additional configuration may not set keys zkop owns: {', '.join(bad)}")
+
+
+def render_static(
+    *,
+    data_dir: Path,
+    dynamic_file: Path,
+    settings: ServerSettings,
+) -> str:
+    """The member's zoo.cfg. ZooKeeper itself rewrites the dynamic file line after a reconfig."""
+    lines = [
+        "# Written by zkop. Membership lives in the dynamic file; ZooKeeper updates it on reconfig.",
+        f"tickTime={settings.tick_time}",
+        f"initLimit={settings.init_limit}",
+        f"syncLimit={settings.sync_limit}",
+        f"dataDir={data_dir}",
+        f"maxClientCnxns={settings.max_client_cnxns}",
+        "reconfigEnabled=true",
+        "standaloneEnabled=false",
+        f"4lw.commands.whitelist={','.join(FOUR_LETTER_WORDS)}",
+        f"autopurge.snapRetainCount={settings.autopurge_snap_retain_count}",
+        f"autopurge.purgeInterval={settings.autopurge_purge_interval}",
+    ]
+    if settings.min_session_timeout is not None:
+        lines.append(f"minSessionTimeout={settings.min_session_timeout}")
+    if settings.max_session_timeout is not None:
+        lines.append(f"maxSessionTimeout={settings.max_session_timeout}")
+    if settings.admin_port is None:
+        lines.append("admin.enableServer=false")
+    else:
+        lines += [
+            "admin.enableServer=true",
+            "admin.serverAddress=127.0.0.1",
+            f"admin.serverPort={settings.admin_port}",
+        ]
+    for key in sorted(settings.additional):
+        lines.append(f"{key}={settings.additional[key]}")
+    lines.append(f"dynamicConfigFile={dynamic_file}")
+    return "\n".join(lines) + "\n"
+
+
+def render_dynamic(members: Iterable[MemberAddress]) -> str:
+    return "".join(m.server_line() + "\n" for m in sorted(members, key=lambda m: m.id))
+
+
+def current_dynamic_file(static_cfg: Path) -> Path | None:
+    """The dynamic file a member's zoo.cfg points at now (ZooKeeper renames it on reconfig)."""
+    try:
+        text = static_cfg.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("dynamicConfigFile="):
+            return Path(line.split("=", 1)[1].strip())
+    return None
+
+
+def jvm_args(settings: ServerSettings) -> list[str]:
+    heap = f"-Xmx{settings.heap_mb}m"
+    return [
+        heap,
+        f"-Xms{min(settings.heap_mb, 64)}m",
+        # A small serial-GC heap starts fastest and is plenty for a coordination server.
+        "-XX:+UseSerialGC",
+        "-Djava.net.preferIPv4Stack=true",
+    ]
