@@ -82,6 +82,18 @@ def status(
 
 
 @app.command()
+def demo(
+    ctx: typer.Context,
+    keep: bool = typer.Option(False, "--keep", help="Leave everything running afterwards."),
+) -> None:
+    """Run the narrated tour on real processes (in a temporary state dir unless one is given)."""
+    from zkop.cli import demo as demo_mod
+
+    explicit = ctx.obj._state_dir_opt
+    demo_mod.demo(statedir.resolve(explicit) if explicit else None, keep)
+
+
+@app.command()
 def version(
     output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
 ) -> None:

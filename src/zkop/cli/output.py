@@ -44,4 +44,4 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)

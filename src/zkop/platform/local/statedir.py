@@ -19,6 +19,11 @@ def resolve(option: str | Path | None = None, *, create: bool = True) -> Path:
     """``--state-dir``, then ``ZKOP_STATE_DIR``, then the user's state dir; must be writable."""
     raw = option or os.environ.get("ZKOP_STATE_DIR") or default_state_dir()
     path = Path(raw).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(
+            f"state directory {path} is not a directory",
+            hint="pass --state-dir or set ZKOP_STATE_DIR to a writable directory",
+        )
     if create:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -28,11 +33,6 @@ def resolve(option: str | Path | None = None, *, create: bool = True) -> Path:
                 hint="pass --state-dir or set ZKOP_STATE_DIR to a writable directory",
             ) from None
     if path.exists():
-        if not path.is_dir():
-            raise ConfigurationError(
-                f"state directory {path} is not a directory",
-                hint="pass --state-dir or set ZKOP_STATE_DIR to a writable directory",
-            )
         # A real write: permission bits alone say nothing for root or read-only mounts.
         probe = path / f".write-probe-{os.getpid()}"
         try:
