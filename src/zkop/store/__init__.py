@@ -1,1 +1,22 @@
-"""zkop.store."""
+"""zkop.store: resources in ZooKeeper."""
+
+from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, Fenced, NotFound, StoreError, TooLarge
+from zkop.store.selector import Selector, parse_selector
+from zkop.store.store import EventRecord, Fence, ListResult, Store, WatchEvent
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "CorruptObject",
+    "EventRecord",
+    "Fence",
+    "Fenced",
+    "ListResult",
+    "NotFound",
+    "Selector",
+    "Store",
+    "StoreError",
+    "TooLarge",
+    "WatchEvent",
+    "parse_selector",
+]

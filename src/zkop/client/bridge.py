@@ -1,0 +1,295 @@
+"""The one bridge between kazoo (threads) and asyncio.
+
+kazoo runs its I/O and watch callbacks on its own threads. This module turns its
+async results into awaitables and hops every callback onto the event loop, so the
+rest of zkop is plain asyncio. Nothing else in zkop touches kazoo's threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import WatchedEvent, ZnodeStat
+
+from zkop.errors import ZkopError
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(ZkopError):
+    """ZooKeeper could not be reached within the bound."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of a multi-op transaction."""
+
+    kind: str  # "create" | "set" | "delete" | "check"
+    path: str
+    data: bytes = b""
+    version: int = -1
+    acl: tuple[Any, ...] | None = None
+    ephemeral: bool = False
+    sequence: bool = False
+
+    @staticmethod
+    def create(
+        path: str,
+        data: bytes,
+        *,
+        acl: Sequence[Any] | None = None,
+        ephemeral: bool = False,
+        sequence: bool = False,
+    ) -> Op:
+        return Op(
+            "create", path, data, acl=tuple(acl) if acl else None, ephemeral=ephemeral, sequence=sequence
+        )
+
+    @staticmethod
+    def set(path: str, data: bytes, version: int = -1) -> Op:
+        return Op("set", path, data, version)
+
+    @staticmethod
+    def delete(path: str, version: int = -1) -> Op:
+        return Op("delete", path, version=version)
+
+    @staticmethod
+    def check(path: str, version: int) -> Op:
+        return Op("check", path, version=version)
+
+
+class TransactionFailed(ZkopError):
+    """A multi-op transaction was rolled back; ``errors`` holds each op's outcome."""
+
+    def __init__(self, ops: Sequence[Op], results: Sequence[Any]) -> None:
+        self.ops = list(ops)
+        self.results = list(results)
+        first = next(
+            (
+                (op, r)
+                for op, r in zip(ops, results, strict=False)
+                if isinstance(r, Exception) and type(r).__name__ != "RolledBackError"
+            ),
+            None,
+        )
+        self.failed_op = first[0] if first else None
+        self.error = first[1] if first else None
+        what = f"{first[0].kind} {first[0].path}: {type(first[1]).__name__}" if first else "unknown"
+        super().__init__(f"transaction failed at {what}")
+
+
+def _to_future(loop: asyncio.AbstractEventLoop, async_result: Any) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any) -> None:
+        try:
+            value = result.get_nowait()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_set_exception, fut, exc)
+        else:
+            loop.call_soon_threadsafe(_set_result, fut, value)
+
+    async_result.rawlink(settle)
+    return fut
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+WatchCallback = Callable[[WatchedEvent], None]
+
+
+class ZkClient:
+    """An asyncio face for one ZooKeeper session."""
+
+    def __init__(
+        self,
+        hosts: str,
+        *,
+        auth_data: Iterable[tuple[str, str]] = (),
+        session_timeout: float = 10.0,
+        read_only: bool = False,
+    ) -> None:
+        self.hosts = hosts
+        self.kazoo = KazooClient(
+            hosts=hosts,
+            timeout=session_timeout,
+            auth_data=list(auth_data),
+            read_only=read_only,
+            connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state_listeners: list[Callable[[str], None]] = []
+        self.kazoo.add_listener(self._on_state)
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def start(self, timeout: float = 15.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self.kazoo.start, timeout)
+        except (KazooTimeoutError, KazooException) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.kazoo.stop)
+            raise Unavailable(
+                f"cannot reach ZooKeeper at {self.hosts} within {timeout:.0f}s ({type(exc).__name__})",
+                hint="is the control plane up (`zkop up`)? check --zk / ZKOP_ZK",
+            ) from None
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._stop_sync)
+
+    def _stop_sync(self) -> None:
+        with contextlib.suppress(Exception):
+            self.kazoo.stop()
+        with contextlib.suppress(Exception):
+            self.kazoo.close()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.kazoo.connected)
+
+    @property
+    def state(self) -> str:
+        return str(self.kazoo.state)
+
+    @property
+    def session_id(self) -> int | None:
+        sid = self.kazoo.client_id
+        return sid[0] if sid else None
+
+    def add_state_listener(self, listener: Callable[[str], None]) -> None:
+        """``listener(state)`` runs on the event loop for CONNECTED, SUSPENDED and LOST."""
+        self._state_listeners.append(listener)
+
+    def remove_state_listener(self, listener: Callable[[str], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._state_listeners.remove(listener)
+
+    def _on_state(self, state: KazooState) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for listener in list(self._state_listeners):
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(listener, str(state))
+
+    def hop(self, callback: WatchCallback) -> WatchCallback:
+        """Wrap a watch so that it runs on the event loop, not on kazoo's thread.
+
+        Keep the wrapper and pass it again when re-arming the same watch: kazoo keeps a set
+        of callbacks per path, so one wrapper per path never piles up duplicates.
+        """
+        loop = self.loop
+
+        def hopped(event: WatchedEvent) -> None:
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(callback, event)
+
+        hopped._zkop_hopped = True  # type: ignore[attr-defined]
+        return hopped
+
+    def _watch(self, callback: WatchCallback | None) -> WatchCallback | None:
+        if callback is None or getattr(callback, "_zkop_hopped", False):
+            return callback
+        return self.hop(callback)
+
+    # ---- operations --------------------------------------------------------------
+
+    async def get(self, path: str, watch: WatchCallback | None = None) -> tuple[bytes, ZnodeStat]:
+        result: tuple[bytes, ZnodeStat] = await _to_future(
+            self.loop, self.kazoo.get_async(path, watch=self._watch(watch))
+        )
+        return result
+
+    async def exists(self, path: str, watch: WatchCallback | None = None) -> ZnodeStat | None:
+        result: ZnodeStat | None = await _to_future(
+            self.loop, self.kazoo.exists_async(path, watch=self._watch(watch))
+        )
+        return result
+
+    async def get_children(self, path: str, watch: WatchCallback | None = None) -> list[str]:
+        result: list[str] = await _to_future(
+            self.loop, self.kazoo.get_children_async(path, watch=self._watch(watch))
+        )
+        return result
+
+    async def create(
+        self,
+        path: str,
+        value: bytes = b"",
+        *,
+        acl: Sequence[Any] | None = None,
+        ephemeral: bool = False,
+        sequence: bool = False,
+        makepath: bool = False,
+    ) -> str:
+        result: str = await _to_future(
+            self.loop,
+            self.kazoo.create_async(
+                path,
+                value,
+                acl=list(acl) if acl else None,
+                ephemeral=ephemeral,
+                sequence=sequence,
+                makepath=makepath,
+            ),
+        )
+        return result
+
+    async def set(self, path: str, value: bytes, version: int = -1) -> ZnodeStat:
+        result: ZnodeStat = await _to_future(self.loop, self.kazoo.set_async(path, value, version))
+        return result
+
+    async def delete(self, path: str, version: int = -1) -> None:
+        await _to_future(self.loop, self.kazoo.delete_async(path, version))
+
+    async def ensure_path(self, path: str, acl: Sequence[Any] | None = None) -> None:
+        await _to_future(self.loop, self.kazoo.ensure_path_async(path, acl=list(acl) if acl else None))
+
+    async def commit(self, ops: Sequence[Op]) -> list[Any]:
+        """Run ``ops`` as one atomic transaction; raise :class:`TransactionFailed` on rollback."""
+        txn = self.kazoo.transaction()
+        for op in ops:
+            if op.kind == "create":
+                txn.create(
+                    op.path,
+                    op.data,
+                    acl=list(op.acl) if op.acl else None,
+                    ephemeral=op.ephemeral,
+                    sequence=op.sequence,
+                )
+            elif op.kind == "set":
+                txn.set_data(op.path, op.data, op.version)
+            elif op.kind == "delete":
+                txn.delete(op.path, op.version)
+            elif op.kind == "check":
+                txn.check(op.path, op.version)
+            else:
+                raise ValueError(f"unknown transaction op {op.kind!r}")
+        results: list[Any] = await _to_future(self.loop, txn.commit_async())
+        if any(isinstance(r, Exception) for r in results):
+            raise TransactionFailed(ops, results)
+        return results
