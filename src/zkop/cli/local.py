@@ -83,6 +83,16 @@ async def _start_with_progress(ensemble: LocalEnsemble, ids: list[int]) -> list[
         return await ensemble.wait_serving(ids, timeout=90, on_progress=on_progress)
 
 
+def start_operators(state_dir: Path, count: int) -> None:
+    from zkop.cli import operator as op
+    from zkop.client import connect
+
+    with console.status(f"starting {count} operator replicas (leader election on)"):
+        op.start_replicas(state_dir, count)
+        data = asyncio.run(op.wait_leader(connect.resolve(None, state_dir), timeout=60))
+    console.print(f"operator: {data['replicas']} replicas, leader [bold]{data['leader']}[/] (epoch {data['epoch']})")
+
+
 def up(
     state_dir: Path,
     members: int,
@@ -90,6 +100,7 @@ def up(
     port_base: int | None,
     zookeeper_home: str | None,
     heap_mb: int,
+    operators: int = 2,
 ) -> None:
     ensemble = control_plane(state_dir)
     if ensemble.exists():
@@ -99,6 +110,11 @@ def up(
             console.print(f"zkop is already up in {state_dir}; nothing was started.")
             statuses = asyncio.run(ensemble.observe())
             console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
+            if operators > 0:
+                from zkop.cli import operator as op
+
+                if any(op.replica_unit(state_dir, n).running() is None for n in range(1, operators + 1)):
+                    start_operators(state_dir, operators)
             return
         if members != len(ids):
             console.print(
@@ -121,6 +137,8 @@ def up(
             raise
     console.print(f"[green]zkop is up[/] ({len(statuses)} members, state in {state_dir})")
     console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
+    if operators > 0:
+        start_operators(state_dir, operators)
     console.print(f"connection string: [bold]{ensemble.connection_string()}[/]")
     if detach:
         return
@@ -191,6 +209,4 @@ def status(state_dir: Path, output: Output) -> None:
         return
     console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
     serving = sum(1 for s in statuses if s.serving)
-    console.print(
-        f"{serving}/{len(statuses)} members serving; connection string {ensemble.connection_string()}"
-    )
+    console.print(f"{serving}/{len(statuses)} members serving; connection string {ensemble.connection_string()}")

@@ -10,6 +10,7 @@ import typer
 
 import zkop
 from zkop.cli import local
+from zkop.cli import operator as operator_cli
 from zkop.cli.output import Output, console, emit, fail
 from zkop.errors import ZkopError
 from zkop.platform.local import statedir
@@ -30,6 +31,9 @@ class Context:
     @property
     def state_dir(self) -> Path:
         return statedir.resolve(self._state_dir_opt)
+
+
+app.add_typer(operator_cli.app, name="operator")
 
 
 @app.callback()
@@ -57,9 +61,10 @@ def up(
         None, "--zookeeper-home", envvar="ZOOKEEPER_HOME", help="An unpacked ZooKeeper release."
     ),
     heap: int = typer.Option(128, "--heap-mb", help="JVM heap of each member, in MiB."),
+    operators: int = typer.Option(2, "--operators", help="Operator replicas to start (0: none)."),
 ) -> None:
-    """Start the local control plane and wait for quorum."""
-    local.up(ctx.obj.state_dir, members, detach, port_base, zookeeper_home, heap)
+    """Start the local control plane (ZooKeeper and operator replicas) and wait for quorum."""
+    local.up(ctx.obj.state_dir, members, detach, port_base, zookeeper_home, heap, operators)
 
 
 @app.command()

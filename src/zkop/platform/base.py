@@ -57,15 +57,11 @@ class Platform(Protocol):
         """Make the member exist and run (create its files on first use)."""
         ...
 
-    async def stop_member(
-        self, cluster: str, member_id: int, *, epoch: int | None, grace: float = 10.0
-    ) -> None:
+    async def stop_member(self, cluster: str, member_id: int, *, epoch: int | None, grace: float = 10.0) -> None:
         """Stop the member's process; keep its data."""
         ...
 
-    async def remove_member(
-        self, cluster: str, member_id: int, *, epoch: int | None, purge_data: bool
-    ) -> None:
+    async def remove_member(self, cluster: str, member_id: int, *, epoch: int | None, purge_data: bool) -> None:
         """Stop the member and forget it; delete its data when ``purge_data``."""
         ...
 

@@ -75,9 +75,7 @@ class MemberRecord:
 
     @property
     def address(self) -> MemberAddress:
-        return MemberAddress(
-            self.id, self.host, self.quorum_port, self.election_port, self.client_port, self.role
-        )
+        return MemberAddress(self.id, self.host, self.quorum_port, self.election_port, self.client_port, self.role)
 
     @property
     def ports(self) -> tuple[int, int, int]:
@@ -286,9 +284,7 @@ class LocalEnsemble:
         for old in mdir.glob("zoo.cfg.dynamic*"):
             old.unlink()
         dynamic.write_text(render_dynamic(membership))
-        self.config_file(member_id).write_text(
-            render_static(data_dir=data, dynamic_file=dynamic, settings=settings)
-        )
+        self.config_file(member_id).write_text(render_static(data_dir=data, dynamic_file=dynamic, settings=settings))
 
     def add_member(self, membership: Iterable[MemberAddress]) -> MemberRecord:
         """Record a new member with a never-used id; its dynamic file is ``membership`` plus itself.
@@ -330,9 +326,7 @@ class LocalEnsemble:
         """Re-render zoo.cfg with new settings, keeping the dynamic file ZooKeeper points at."""
         cfg = self.config_file(member_id)
         dynamic = current_dynamic_file(cfg) or (self.member_dir(member_id) / "zoo.cfg.dynamic")
-        cfg.write_text(
-            render_static(data_dir=self.data_dir(member_id), dynamic_file=dynamic, settings=settings)
-        )
+        cfg.write_text(render_static(data_dir=self.data_dir(member_id), dynamic_file=dynamic, settings=settings))
 
     def update_settings(self, settings: ServerSettings, zookeeper_home: str | None) -> None:
         with self._locked():

@@ -1,0 +1,168 @@
+"""``zkop operator run|status`` and the local operator replicas that ``zkop up`` starts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from zkop.cli.output import Output, console, emit, table
+from zkop.client import connect
+from zkop.coord.election import read_leader
+from zkop.errors import ZkopError
+from zkop.platform.local.process import ProcessUnit
+from zkop.runtime import logs
+from zkop.runtime.manager import Manager, ManagerOptions
+
+app = typer.Typer(help="Run or inspect the operator.", no_args_is_help=True)
+
+MANAGER_NAME = "zkop-operator"
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """OperatorConfig spec values (defaults when no file is given)."""
+    from zkop.api import OperatorConfig, load_yaml
+
+    if path is None:
+        return {"target_namespace": "", "leader_elect": True, "session_timeout": 10.0}
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ZkopError(f"cannot read {path}: {exc.strerror or exc}") from None
+    objs = [o for o in load_yaml(text, source=str(path)) if isinstance(o, OperatorConfig)]
+    if not objs:
+        raise ZkopError(f"{path} holds no OperatorConfig", hint="see examples/operatorconfig.yaml")
+    spec = objs[0].spec
+    return {
+        "target_namespace": spec.target_namespace,
+        "leader_elect": spec.leader_election.leader_elect,
+        "session_timeout": float(spec.leader_election.session_timeout_seconds),
+    }
+
+
+def build_manager(
+    conn: connect.Connection, state_dir: Path, cfg: dict[str, Any], identity: str | None, metrics_port: int | None
+) -> Manager:
+    from zkop.controllers import registry
+    from zkop.platform.local.platform import LocalPlatform
+
+    namespace = cfg["target_namespace"] or None
+    options = ManagerOptions(
+        name=MANAGER_NAME,
+        leader_elect=cfg["leader_elect"],
+        session_timeout=cfg["session_timeout"],
+        namespace=namespace,
+        metrics_port=metrics_port,
+        identity=identity,
+    )
+    platform = LocalPlatform(state_dir, MANAGER_NAME)
+    return Manager(conn, options, controllers=registry.build(namespace, state_dir, platform), platforms=[platform])
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", help="An OperatorConfig YAML file."),
+    zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts."),
+    identity: str | None = typer.Option(None, "--identity", help="This replica's name (default host:pid)."),
+    metrics_port: int = typer.Option(0, "--metrics-port", help="Port for /metrics, /healthz, /readyz (0: any)."),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Run an operator replica in the foreground (SIGTERM hands leadership over at once)."""
+    logs.setup(log_level.upper())
+    state_dir = ctx.obj.state_dir
+    cfg = load_config(config)
+    conn = connect.resolve(zk, state_dir)
+
+    async def main() -> None:
+        manager = build_manager(conn, state_dir, cfg, identity, metrics_port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, manager.stop)
+        await manager.run()
+
+    asyncio.run(main())
+
+
+async def _status(conn: connect.Connection) -> dict[str, Any]:
+    client = conn.client()
+    await client.start(timeout=10)
+    try:
+        info = await read_leader(client, f"{conn.root}/leader/{MANAGER_NAME}")
+    finally:
+        await client.stop()
+    return {
+        "manager": MANAGER_NAME,
+        "replicas": len(info.candidates),
+        "candidates": info.candidates,
+        "leader": info.identity,
+        "epoch": info.epoch,
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.since)) if info.since else None,
+    }
+
+
+@app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts."),
+    output: Output = typer.Option(Output.table, "--output", "-o"),
+) -> None:
+    """Show the operator replicas, the leader, its epoch and since when it leads."""
+    data = asyncio.run(_status(connect.resolve(zk, ctx.obj.state_dir)))
+    if emit(data, output):
+        return
+    console.print(
+        table(
+            ("MANAGER", "REPLICAS", "LEADER", "EPOCH", "SINCE"),
+            [(data["manager"], data["replicas"], data["leader"], data["epoch"], data["since"])],
+        )
+    )
+    if data["candidates"]:
+        console.print("in line: " + ", ".join(data["candidates"]))
+
+
+# ---- local replicas ---------------------------------------------------------------
+
+
+def replica_unit(state_dir: Path, n: int) -> ProcessUnit:
+    return ProcessUnit(state_dir / "operators" / f"replica-{n}", log_name="operator.log")
+
+
+def start_replicas(state_dir: Path, count: int, config: Path | None = None) -> list[int]:
+    pids = []
+    for n in range(1, count + 1):
+        unit = replica_unit(state_dir, n)
+        argv = [
+            sys.executable,
+            "-m",
+            "zkop.cli.main",
+            "--state-dir",
+            str(state_dir),
+            "operator",
+            "run",
+            "--identity",
+            f"replica-{n}",
+        ]
+        if config is not None:
+            argv += ["--config", str(config)]
+        pids.append(unit.start(argv).pid)
+    return pids
+
+
+async def wait_leader(conn: connect.Connection, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await _status(conn)
+        if data["leader"]:
+            return data
+        if time.monotonic() > deadline:
+            raise ZkopError(
+                f"no operator replica became leader within {timeout:.0f}s",
+                hint="see operators/replica-*/operator.log in the state dir",
+            )
+        await asyncio.sleep(0.1)

@@ -1,0 +1,219 @@
+"""A controller: informers feed keys to a stingy workqueue; N workers call the reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from zkop.api import Condition, Resource
+from zkop.runtime.informer import Informer
+from zkop.runtime.metrics import ManagerMetrics, QueueMetrics
+from zkop.runtime.ratelimit import default_controller_rate_limiter
+from zkop.runtime.result import Request, Result
+from zkop.runtime.workqueue import ShutDown, WorkQueue
+from zkop.store import Fenced, NotFound, Store
+from zkop.store.store import now
+
+log = logging.getLogger("zkop.controller")
+
+
+@dataclass
+class Context:
+    """What a reconcile may use. ``store`` is fenced with the current term's epoch."""
+
+    store: Store
+    epoch: int | None
+    identity: str
+    platforms: dict[str, Any] = field(default_factory=dict)
+    on_fenced: Callable[[], None] = lambda: None
+
+    async def event(self, obj: Resource, type_: str, reason: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.record_event(obj, type_, reason, message, source=self.identity)
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, request: Request, ctx: Context) -> Result: ...
+
+
+Mapper = Callable[[Resource], Iterable[Request]]
+
+
+@dataclass
+class Watch:
+    """A secondary source: objects of ``kind`` map to the keys of owners to reconcile."""
+
+    kind: str
+    mapper: Mapper
+
+
+class Controller:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        reconciler: Reconciler,
+        *,
+        workers: int = 2,
+        resync_period: float = 30.0,
+        relist_period: float | None = 60.0,
+        namespace: str | None = None,
+        watches: Iterable[Watch] = (),
+        predicate: Callable[[str, Resource | None, Resource | None], bool] | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.reconciler = reconciler
+        self.workers = workers
+        self.resync_period = resync_period
+        self.relist_period = relist_period
+        self.namespace = namespace
+        self.watches = list(watches)
+        self.predicate = predicate
+        self.queue: WorkQueue[Request] | None = None
+        self.informers: list[Informer] = []
+        self.enqueue_times: dict[Request, float] = {}
+        self.on_reconcile_start: Callable[[Request], None] | None = None
+
+    def _enqueue(self, request: Request) -> None:
+        if self.queue is not None and not self.queue.shutting_down:
+            self.enqueue_times.setdefault(request, time.monotonic())
+            self.queue.add(request)
+
+    async def run(self, ctx: Context, metrics: ManagerMetrics) -> None:
+        """Run until cancelled. Cancelling stops the workers at once (in-flight reconciles too)."""
+        queue: WorkQueue[Request] = WorkQueue(
+            rate_limiter=default_controller_rate_limiter(), name=self.name, metrics=QueueMetrics(metrics)
+        )
+        self.queue = queue
+        metrics.queue_longest.labels(self.name).set_function(queue.longest_running_processor_seconds)
+        primary = Informer(
+            ctx.store,
+            self.kind,
+            namespace=self.namespace,
+            resync_period=self.resync_period,
+            relist_period=self.relist_period,
+        )
+
+        def on_primary(event: str, old: Resource | None, new: Resource | None) -> None:
+            obj = new or old
+            if obj is None:
+                return
+            if self.predicate is not None and event != "RESYNC" and not self.predicate(event, old, new):
+                return
+            self._enqueue(Request(obj.namespace, obj.name))
+
+        primary.add_handler(on_primary)
+        self.informers = [primary]
+        for watch in self.watches:
+            inf = Informer(
+                ctx.store,
+                watch.kind,
+                namespace=self.namespace,
+                resync_period=self.resync_period,
+                relist_period=self.relist_period,
+            )
+
+            def on_secondary(event: str, old: Resource | None, new: Resource | None, w: Watch = watch) -> None:
+                obj = new or old
+                if obj is not None and event != "RESYNC":
+                    for req in w.mapper(obj):
+                        self._enqueue(req)
+
+            inf.add_handler(on_secondary)
+            self.informers.append(inf)
+        tasks = [asyncio.create_task(i.run(), name=f"{self.name}-informer-{i.kind}") for i in self.informers]
+        tasks += [
+            asyncio.create_task(self._worker(ctx, metrics), name=f"{self.name}-worker-{n}") for n in range(self.workers)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await queue.shutdown(drain=False)
+            self.queue = None
+
+    async def _worker(self, ctx: Context, metrics: ManagerMetrics) -> None:
+        assert self.queue is not None
+        queue = self.queue
+        while True:
+            try:
+                request = await queue.get()
+            except ShutDown:
+                return
+            self.enqueue_times.pop(request, None)
+            started = time.monotonic()
+            if self.on_reconcile_start is not None:
+                self.on_reconcile_start(request)
+            try:
+                result = await self.reconciler.reconcile(request, ctx)
+            except asyncio.CancelledError:
+                queue.done(request)
+                raise
+            except Fenced:
+                metrics.fencing_rejections.labels(ctx.identity).inc()
+                metrics.reconcile_total.labels(self.name, "fenced").inc()
+                queue.done(request)
+                ctx.on_fenced()
+                continue
+            except Exception as exc:
+                metrics.reconcile_errors.labels(self.name).inc()
+                metrics.reconcile_total.labels(self.name, "error").inc()
+                log.warning(
+                    "reconcile failed",
+                    extra={
+                        "controller": self.name,
+                        "key": request.key,
+                        "epoch": ctx.epoch,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
+                log.debug("".join(traceback.format_exception(exc)))
+                await self._report_failure(ctx, request, exc)
+                queue.add_rate_limited(request)
+                queue.done(request)
+                continue
+            finally:
+                metrics.reconcile_duration.labels(self.name).observe(time.monotonic() - started)
+            metrics.reconcile_total.labels(self.name, "requeue" if not result.is_done else "success").inc()
+            if result.requeue_after is not None:
+                queue.forget(request)
+                queue.add_after(request, result.requeue_after)
+            elif result.requeue:
+                queue.add_rate_limited(request)
+            else:
+                queue.forget(request)
+            queue.done(request)
+
+    async def _report_failure(self, ctx: Context, request: Request, exc: Exception) -> None:
+        """An event and a condition on the object, so users see why it does not converge."""
+        try:
+            obj = await ctx.store.get(self.kind, request.namespace, request.name)
+        except (NotFound, Exception):
+            return
+        message = f"{type(exc).__name__}: {exc}"[:1000]
+        await ctx.event(obj, "Warning", "ReconcileError", message)
+        conditions = list(getattr(obj.status, "conditions", []) or [])
+        current = next((c for c in conditions if c.type == "ReconcileError"), None)
+        if current is not None and current.status == "True" and current.message == message:
+            return
+        cond = Condition(
+            type="ReconcileError",
+            status="True",
+            reason=type(exc).__name__,
+            message=message,
+            last_transition_time=now(),
+        )
+        conditions = [c for c in conditions if c.type != "ReconcileError"] + [cond]
+        with contextlib.suppress(Exception):
+            await ctx.store.update_status(
+                obj.model_copy(update={"status": obj.status.model_copy(update={"conditions": conditions})})
+            )

@@ -1,0 +1,225 @@
+"""The Manager: owns the ZooKeeper session, the election, the controllers, metrics and health.
+
+While it leads, controllers run with a store fenced by the term's epoch, and each
+platform has been told that epoch first (so a deposed leader's platform actions are
+refused from the moment the new term opens). On SUSPENDED the controllers are cancelled
+at once; on reconnect the term is confirmed with ZooKeeper before they run again. On
+SIGTERM the leader stops its workers and resigns so a standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from zkop.client.bridge import ZkClient
+from zkop.client.connect import Connection
+from zkop.coord.election import LeaderElection, default_identity
+from zkop.runtime.controller import Context, Controller
+from zkop.runtime.http import HealthServer
+from zkop.runtime.metrics import ManagerMetrics
+from zkop.store import Store
+
+log = logging.getLogger("zkop.manager")
+
+
+class FencedPlatform(Protocol):
+    name: str
+
+    def claim(self, epoch: int) -> None:
+        """Record ``epoch`` as the newest; older epochs are refused from now on."""
+
+
+@dataclass
+class ManagerOptions:
+    name: str = "zkop-operator"
+    leader_elect: bool = True
+    session_timeout: float = 10.0
+    namespace: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 0  # None: no endpoint
+    identity: str | None = None
+
+
+class Manager:
+    def __init__(
+        self,
+        connection: Connection,
+        options: ManagerOptions | None = None,
+        *,
+        controllers: Sequence[Controller] = (),
+        platforms: Sequence[FencedPlatform] = (),
+    ) -> None:
+        self.connection = connection
+        self.options = options or ManagerOptions()
+        self.identity = self.options.identity or default_identity()
+        self.controllers = list(controllers)
+        self.platforms = list(platforms)
+        self.metrics = ManagerMetrics()
+        self.client: ZkClient | None = None
+        self.election: LeaderElection | None = None
+        self.health: HealthServer | None = None
+        self.stopping = asyncio.Event()
+        self.leading_since: float | None = None
+        self.epoch: int | None = None
+        self._controllers_task: asyncio.Task[Any] | None = None
+        self._fenced = asyncio.Event()
+        self.started = asyncio.Event()
+
+    def add_controller(self, controller: Controller) -> None:
+        self.controllers.append(controller)
+
+    # ---- health ------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        return self.client is not None and self.client.connected
+
+    @property
+    def leading(self) -> bool:
+        if not self.options.leader_elect:
+            return self._controllers_task is not None
+        return self.election is not None and self.election.leading
+
+    # ---- run ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        m = self.metrics
+        name = self.options.name
+        self.client = self.connection.client(session_timeout=self.options.session_timeout)
+
+        def on_state(state: str) -> None:
+            for s in ("CONNECTED", "SUSPENDED", "LOST"):
+                m.session_state.labels(s).set(1 if s == state else 0)
+            if self.election is not None:
+                self.election.on_state(state)
+            if state in ("SUSPENDED", "LOST"):
+                self._stop_controllers()  # stop acting at once
+
+        self.client.add_state_listener(on_state)
+        await self.client.start(timeout=30)
+        on_state("CONNECTED")
+        if self.options.metrics_port is not None:
+            self.health = HealthServer(
+                m.registry,
+                ready=self.is_ready,
+                host=self.options.metrics_host,
+                port=self.options.metrics_port,
+            )
+            await self.health.start()
+        store = Store(self.client, root=self.connection.root, acl=self.connection.acl())
+        self.started.set()
+        try:
+            if not self.options.leader_elect:
+                log.info("running without leader election", extra={"manager": name})
+                self._start_controllers(Context(store, None, self.identity))
+                await self.stopping.wait()
+                return
+            self.election = LeaderElection(
+                self.client,
+                root=self.connection.root,
+                name=name,
+                identity=self.identity,
+                acl=self.connection.acl(),
+                session_timeout=self.options.session_timeout,
+            )
+            while not self.stopping.is_set():
+                campaign = asyncio.create_task(self.election.campaign())
+                stop_wait = asyncio.create_task(self.stopping.wait())
+                await asyncio.wait({campaign, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                if self.stopping.is_set():
+                    campaign.cancel()
+                    with contextlib.suppress(BaseException):
+                        await campaign
+                    break
+                term = campaign.result()
+                await self._lead(store, term.epoch)
+        finally:
+            await self._shutdown()
+
+    async def _lead(self, store: Store, epoch: int) -> None:
+        assert self.election is not None
+        m, name = self.metrics, self.options.name
+        for platform in self.platforms:
+            platform.claim(epoch)
+        self.epoch, self.leading_since = epoch, time.time()
+        m.leader.labels(name).set(1)
+        m.epoch.labels(name).set(epoch)
+        m.leader_transitions.labels(name).inc()
+        log.info("became leader", extra={"manager": name, "epoch": epoch, "identity": self.identity})
+        ctx = Context(
+            store.fenced(self.election.fence()),
+            epoch,
+            self.identity,
+            platforms={p.name: p for p in self.platforms},
+            on_fenced=self._fenced.set,
+        )
+        self._fenced.clear()
+        hold = asyncio.create_task(self.election.hold())
+        try:
+            while not self.stopping.is_set() and not hold.done() and not self._fenced.is_set():
+                if self.election.leading and self._controllers_task is None:
+                    self._start_controllers(ctx)
+                elif not self.election.leading and self._controllers_task is not None:
+                    self._stop_controllers()
+                waiters = {
+                    hold,
+                    asyncio.ensure_future(self.stopping.wait()),
+                    asyncio.ensure_future(self._fenced.wait()),
+                }
+                await asyncio.wait(waiters, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters - {hold}:
+                    w.cancel()
+        finally:
+            hold.cancel()
+            with contextlib.suppress(BaseException):
+                await hold
+            self._stop_controllers()
+            if self._controllers_task is not None:
+                with contextlib.suppress(BaseException):
+                    await self._controllers_task
+            self._controllers_task = None
+            if self._fenced.is_set():
+                log.warning("fenced: a newer term exists; stepping down", extra={"manager": name, "epoch": epoch})
+            # Giving the term up at once lets a standby lead without waiting for a timeout.
+            await self.election.resign()
+            self.epoch, self.leading_since = None, None
+            m.leader.labels(name).set(0)
+            m.epoch.labels(name).set(0)
+            m.leader_transitions.labels(name).inc()
+            log.info("stopped leading", extra={"manager": name, "epoch": epoch})
+
+    def _start_controllers(self, ctx: Context) -> None:
+        async def run_all() -> None:
+            await asyncio.gather(*(c.run(ctx, self.metrics) for c in self.controllers))
+            await asyncio.Event().wait()  # no controllers: still "running"
+
+        self._controllers_task = asyncio.create_task(run_all(), name="controllers")
+
+    def _stop_controllers(self) -> None:
+        task = self._controllers_task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None and task.done():
+            self._controllers_task = None
+
+    async def _shutdown(self) -> None:
+        self._stop_controllers()
+        if self._controllers_task is not None:
+            with contextlib.suppress(BaseException):
+                await self._controllers_task
+            self._controllers_task = None
+        if self.election is not None:
+            await self.election.resign()
+        if self.health is not None:
+            await self.health.stop()
+        if self.client is not None:
+            await self.client.stop()
