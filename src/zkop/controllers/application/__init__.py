@@ -1,0 +1,1 @@
+"""The Application controller: replicas, recovery, autoscaling, service registry."""
