@@ -1,0 +1,237 @@
+"""The runtime on real ZooKeeper: election, failover, fencing, resync after a lost watch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zkop.api import parse_object
+from zkop.client.connect import Connection
+from zkop.coord.election import LeaderElection, read_leader
+from zkop.runtime.controller import Context, Controller
+from zkop.runtime.manager import Manager, ManagerOptions
+from zkop.runtime.result import Request, Result
+from zkop.store import Store
+from zkop.testing import Ensemble
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+SESSION_TIMEOUT = 2.0
+
+
+def opconfig(name: str = "probe") -> object:
+    return parse_object({"apiVersion": "zkop.io/v1", "kind": "OperatorConfig", "metadata": {"name": name}, "spec": {}})
+
+
+async def test_exactly_one_leader_among_three(connection: Connection) -> None:
+    clients = [connection.client() for _ in range(3)]
+    for c in clients:
+        await c.start()
+    elections = [
+        LeaderElection(c, root=connection.root, name="m", identity=f"r{i}", acl=connection.acl())
+        for i, c in enumerate(clients)
+    ]
+    try:
+        tasks = {asyncio.ensure_future(e.campaign()): e for e in elections}
+        seen_leaders = []
+        for _ in range(3):
+            done, _ = await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+            assert len(done) == 1, "two candidates won at once"
+            winner = tasks.pop(done.pop())
+            assert sum(e.leading for e in elections) == 1
+            info = await read_leader(clients[0], f"{connection.root}/leader/m")
+            assert info.identity == winner.identity
+            seen_leaders.append((winner.identity, winner.term.epoch if winner.term else None))
+            await winner.resign()
+        epochs = [e for _, e in seen_leaders]
+        assert epochs == sorted(epochs) and len(set(epochs)) == 3, "each term has a newer epoch"
+    finally:
+        for c in clients:
+            await c.stop()
+
+
+class Replicas:
+    """Operator replica processes started by a test; all stopped by pid at the end."""
+
+    def __init__(self, ensemble: Ensemble, tmp: Path) -> None:
+        self.hosts = ensemble.connection_string
+        self.creds = "zkop:fencing-test"
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, identity: str) -> None:
+        log = (self.tmp / f"{identity}.log").open("ab")
+        self.procs[identity] = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "helpers" / "probe_replica.py"),
+                self.hosts,
+                self.creds,
+                str(self.tmp),
+                identity,
+                str(SESSION_TIMEOUT),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=str(HERE.parents[1] / "src")),
+        )
+
+    def connection(self) -> Connection:
+        user, password = self.creds.split(":")
+        return Connection(self.hosts, user, password)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def replicas(zk_single: Ensemble, tmp_path: Path) -> Iterator[Replicas]:
+    r = Replicas(zk_single, tmp_path)
+    try:
+        yield r
+    finally:
+        r.stop_all()
+
+
+async def wait_leader(conn: Connection, not_identity: str | None = None, timeout: float = 20.0) -> tuple[str, int]:
+    client = conn.client()
+    await client.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await read_leader(client, f"{conn.root}/leader/probe")
+            if info.identity and info.identity != not_identity and info.epoch is not None:
+                return info.identity, info.epoch
+            await asyncio.sleep(0.02)
+        raise AssertionError("no leader")
+    finally:
+        await client.stop()
+
+
+async def setup_probe(replicas: Replicas, count: int) -> Store:
+    conn = replicas.connection()
+    client = conn.client()
+    await client.start()
+    store = Store(client, root=conn.root, acl=conn.acl())
+    await store.create(opconfig())  # type: ignore[arg-type]
+    for i in range(count):
+        replicas.start(f"r{i}")
+    return store
+
+
+def actions(tmp: Path) -> list[tuple[int, str]]:
+    path = tmp / "actions.log"
+    if not path.exists():
+        return []
+    return [(int(e), who) for e, who in (line.split() for line in path.read_text().splitlines() if line)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+async def test_failover(replicas: Replicas, sig: signal.Signals) -> None:
+    store = await setup_probe(replicas, 2)
+    try:
+        leader, epoch = await wait_leader(replicas.connection())
+        killed = time.monotonic()
+        os.kill(replicas.procs[leader].pid, sig)
+        new, new_epoch = await wait_leader(replicas.connection(), not_identity=leader)
+        took = time.monotonic() - killed
+        assert new != leader and new_epoch > epoch
+        bound = 1.0 if sig == signal.SIGTERM else SESSION_TIMEOUT + 1.0
+        assert took < bound, f"failover after {sig.name} took {took:.2f}s (bound {bound}s)"
+    finally:
+        await store.client.stop()
+
+
+async def test_fencing_a_paused_leader_changes_nothing(replicas: Replicas, tmp_path: Path) -> None:
+    store = await setup_probe(replicas, 2)
+    rounds = 0
+    try:
+        for _ in range(3):
+            leader, epoch = await wait_leader(replicas.connection())
+            proc = replicas.procs[leader]
+            os.kill(proc.pid, signal.SIGSTOP)
+            new, new_epoch = await wait_leader(replicas.connection(), not_identity=leader, timeout=SESSION_TIMEOUT * 4)
+            # Let the new leader act before the old one wakes up.
+            deadline = time.monotonic() + 10
+            while not any(e == new_epoch for e, _ in actions(tmp_path)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            obj = await store.get("OperatorConfig", "default", "probe")
+            assert obj.status.epoch == new_epoch  # type: ignore[attr-defined]
+            before = len(actions(tmp_path))
+            os.kill(proc.pid, signal.SIGCONT)
+            # Give the old leader time to try: it resumes with stale beliefs and a live loop.
+            await asyncio.sleep(SESSION_TIMEOUT)
+            after = actions(tmp_path)
+            late = [(e, who) for e, who in after[before:] if who == leader]
+            assert not late, f"the deposed leader acted after resuming: {late}"
+            epochs = [e for e, _ in after]
+            assert epochs == sorted(epochs), "platform actions never go back to an older epoch"
+            obj = await store.get("OperatorConfig", "default", "probe")
+            assert obj.status.leader == new and obj.status.epoch == new_epoch  # type: ignore[attr-defined]
+            info_leader, _ = await wait_leader(replicas.connection())
+            assert info_leader == new
+            rounds += 1
+        log = (tmp_path / "r0.log").read_text() + (tmp_path / "r1.log").read_text()
+        assert "stopped leading" in log
+        print(f"fencing rounds passed: {rounds}")
+    finally:
+        await store.client.stop()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []
+        self.changed = asyncio.Event()
+
+    async def reconcile(self, request: Request, ctx: Context) -> Result:
+        obj = await ctx.store.get("OperatorConfig", request.namespace, request.name)
+        self.seen.append((request.key, obj.metadata.generation))
+        self.changed.set()
+        return Result()
+
+
+async def test_lost_watch_is_healed_by_resync(connection: Connection, store: Store) -> None:
+    recorder = Recorder()
+    manager = Manager(
+        connection,
+        ManagerOptions(name="lw", leader_elect=False, metrics_port=None),
+        controllers=[Controller("lw", "OperatorConfig", recorder, relist_period=1.0, resync_period=60)],
+    )
+    task = asyncio.create_task(manager.run())
+    try:
+        obj = await store.create(opconfig("watched"))  # type: ignore[arg-type]
+        async with asyncio.timeout(10):
+            while ("default/watched", 1) not in recorder.seen:
+                recorder.changed.clear()
+                await recorder.changed.wait()
+        # Drop every watch the manager's session holds: ZooKeeper will notify nobody.
+        assert manager.client is not None
+        manager.client.kazoo._data_watchers.clear()
+        manager.client.kazoo._child_watchers.clear()
+        spec = obj.spec.model_copy(update={"replicas": 3})  # type: ignore[attr-defined]
+        await store.update(obj.model_copy(update={"spec": spec}))
+        async with asyncio.timeout(10):
+            while ("default/watched", 2) not in recorder.seen:
+                recorder.changed.clear()
+                await recorder.changed.wait()
+    finally:
+        manager.stop()
+        await task
