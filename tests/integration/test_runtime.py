@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -165,14 +165,12 @@ async def test_fencing_a_paused_leader_changes_nothing(replicas: Replicas, tmp_p
     rounds = 0
     try:
         for _ in range(3):
-            leader, epoch = await wait_leader(replicas.connection())
+            leader, _ = await wait_leader(replicas.connection())
             proc = replicas.procs[leader]
             os.kill(proc.pid, signal.SIGSTOP)
             new, new_epoch = await wait_leader(replicas.connection(), not_identity=leader, timeout=SESSION_TIMEOUT * 4)
             # Let the new leader act before the old one wakes up.
-            deadline = time.monotonic() + 10
-            while not any(e == new_epoch for e, _ in actions(tmp_path)) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await poll_until(lambda: any(e == new_epoch for e, _ in actions(tmp_path)), timeout=10)
             obj = await store.get("OperatorConfig", "default", "probe")
             assert obj.status.epoch == new_epoch  # type: ignore[attr-defined]
             before = len(actions(tmp_path))
@@ -194,6 +192,13 @@ async def test_fencing_a_paused_leader_changes_nothing(replicas: Replicas, tmp_p
         print(f"fencing rounds passed: {rounds}")
     finally:
         await store.client.stop()
+
+
+async def poll_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll a condition that no event announces (a file another process appends to)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 class Recorder:
