@@ -41,6 +41,16 @@ def _client(hosts: str) -> KazooClient:
     return client
 
 
+def demo_config(state_dir: Path) -> Path:
+    """A short session timeout so a killed leader is replaced within a few seconds."""
+    path = state_dir / "demo-operator.yaml"
+    path.write_text(
+        "apiVersion: zkop.io/v1\nkind: OperatorConfig\nmetadata:\n  name: demo\n"
+        "spec:\n  leaderElection:\n    leaderElect: true\n    sessionTimeoutSeconds: 4\n"
+    )
+    return path
+
+
 async def run_demo(state_dir: Path, keep: bool) -> None:
     tour = Tour(state_dir)
     ensemble = LocalEnsemble(state_dir, statedir.CONTROL_PLANE)
@@ -93,10 +103,48 @@ async def run_demo(state_dir: Path, keep: bool) -> None:
             raise ZkopError(f"expected 100 znodes after the restart, found {kept}")
         return f"restarted member(s) {down}; all {kept} znodes are there"
 
+    async def operators() -> str:
+        from zkop.cli import operator as op
+        from zkop.client import connect
+
+        op.start_replicas(state_dir, 2, demo_config(state_dir))
+        data = await op.wait_leader(connect.resolve(None, state_dir), timeout=60)
+        return f"{data['replicas']} replicas; {data['leader']} leads in epoch {data['epoch']}"
+
+    async def operator_failover() -> str:
+        import os
+        import signal
+
+        from zkop.cli import operator as op
+        from zkop.client import connect
+
+        conn = connect.resolve(None, state_dir)
+        before = await op.wait_leader(conn, timeout=30)
+        n = int(str(before["leader"]).rsplit("-", 1)[1])
+        rec = op.replica_unit(state_dir, n).running()
+        if rec is None:
+            raise ZkopError(f"leader {before['leader']} has no running process")
+        os.kill(rec.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while True:
+            after = await op.wait_leader(conn, timeout=60)
+            if after["leader"] != before["leader"]:
+                break
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - killed
+        # Bring the killed replica back as a standby.
+        op.start_replicas(state_dir, 2, demo_config(state_dir))
+        return (
+            f"killed {before['leader']} (kill -9, epoch {before['epoch']}); {after['leader']} leads "
+            f"in epoch {after['epoch']} after {took:.2f}s"
+        )
+
     await tour.step("Start a 3-member control plane", up)
     await tour.step("Write 100 znodes", write)
-    await tour.step("Kill the leader", kill_leader)
+    await tour.step("Kill the ZooKeeper leader", kill_leader)
     await tour.step("Restart the killed member", heal)
+    await tour.step("Start 2 operator replicas (leader election with fencing)", operators)
+    await tour.step("Kill the operator leader", operator_failover)
 
     console.rule("[bold]Summary")
     console.print(
