@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import cycle, pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,7 +76,7 @@ async def run_model_check(steps: list[tuple[str, str]], shutdown_at: int | None)
 
     async def take() -> None:
         expected = model.get()
-        key = await q.get()  # something is queued, so this does not wait
+        key = await asyncio.wait_for(q.get(), 1)  # something is queued, so this does not wait
         assert key == expected, "not FIFO"
         assert key in model.owed, f"extra run of {key!r}"
         model.owed.discard(key)
@@ -147,6 +147,7 @@ async def run_concurrent(
     in_flight: set[str] = set()
     owed: set[str] = set()
     ran_after_last_add: dict[str, bool] = {}
+    violations: list[str] = []
     yields = cycle(worker_yields or [0])
     readds = cycle(readd or [False])
 
@@ -161,8 +162,14 @@ async def run_concurrent(
                 key = await q.get()
             except ShutDown:
                 return
-            assert key not in in_flight, f"{key!r} processed twice at once"
-            assert key in owed, f"extra run of {key!r}"
+            # Recorded, not asserted here: an exception would kill the worker and stall the drain.
+            if key in in_flight:
+                violations.append(f"{key!r} processed twice at once")
+            if key not in owed:
+                violations.append(f"extra run of {key!r}")
+                if len(violations) > 100:  # runaway: stop instead of spinning
+                    q.done(key)
+                    return
             owed.discard(key)
             ran_after_last_add[key] = True
             in_flight.add(key)
@@ -181,8 +188,10 @@ async def run_concurrent(
         add(key)
         for _ in range(pause):
             await asyncio.sleep(0)
-    assert await q.shutdown(drain=True, timeout=5) is True
-    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    drained = await q.shutdown(drain=True, timeout=2)
+    await asyncio.wait_for(asyncio.gather(*tasks), 2)
+    assert violations == []
+    assert drained
     assert owed == set(), f"lost: {owed}"
     assert all(ran_after_last_add.values())
 
@@ -244,7 +253,7 @@ def test_token_bucket_never_exceeds_burst_plus_rate(qps: float, burst: int, gaps
         assert delay >= 0
         granted.append(clock.now + delay)
     # Retries are released in call order...
-    assert all(b >= a - 1e-9 for a, b in zip(granted, granted[1:], strict=False))
+    assert all(b >= a - 1e-9 for a, b in pairwise(granted))
     # ...and no window holds more than the burst plus what the rate refills in it.
     for i in range(len(granted)):
         for j in range(i, len(granted)):

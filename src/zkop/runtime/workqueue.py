@@ -167,7 +167,9 @@ class WorkQueue(Generic[K]):
         clock: Clock = time.monotonic,
     ) -> None:
         self.name = name
-        self._limiter: RateLimiter[K] = rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
+        if rate_limiter is None:
+            rate_limiter = default_controller_rate_limiter()
+        self._limiter: RateLimiter[K] = rate_limiter
         self._metrics = metrics
         self._clock = clock
 
@@ -201,7 +203,7 @@ class WorkQueue(Generic[K]):
         if self._metrics is not None:
             self._emit(self._metrics.on_add, self.name)
         if key in self._processing:
-            pass
+            return  # queued again by done()
         self._push(key)
 
     def add_after(self, key: K, delay: float) -> None:
