@@ -233,9 +233,7 @@ class TestRecommendations:
 
     def test_missing_metrics_record_nothing_but_the_seed(self) -> None:
         recs = Recommendations(window=WINDOW)
-        decision = recs.decide(
-            current_replicas=3, samples=[], target=50, min_replicas=1, max_replicas=5, now=0
-        )
+        decision = recs.decide(current_replicas=3, samples=[], target=50, min_replicas=1, max_replicas=5, now=0)
         assert decision.desired == 3
         assert list(recs) == [Recommendation(0, 3)]
 
@@ -316,14 +314,10 @@ def test_scale_up_is_immediate_and_ignores_history(
 @settings(max_examples=150, deadline=None)
 @given(
     start=st.integers(1, 10),
-    steps=st.lists(
-        st.tuples(st.floats(1, 120), st.floats(0, 400), st.integers(0, 3)), min_size=1, max_size=40
-    ),
+    steps=st.lists(st.tuples(st.floats(1, 120), st.floats(0, 400), st.integers(0, 3)), min_size=1, max_size=40),
     window=st.sampled_from([0.0, 60.0, 300.0]),
 )
-def test_scale_down_waits_for_the_window(
-    start: int, steps: list[tuple[float, float, int]], window: float
-) -> None:
+def test_scale_down_waits_for_the_window(start: int, steps: list[tuple[float, float, int]], window: float) -> None:
     """Simulate a controller applying every decision.
 
     A scale-down happens only once the operator has watched for a full window,

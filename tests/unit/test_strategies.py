@@ -74,9 +74,7 @@ class TestInstance:
         assert one != Instance("a", "h", 1, {"v": 2})
         assert len({one, Instance("a", "h", 1, {"v": 1})}) == 1
 
-    @pytest.mark.parametrize(
-        ("ident", "host", "port"), [("", "h", 1), ("a", "", 1), ("a", "h", 0), ("a", "h", 70000)]
-    )
+    @pytest.mark.parametrize(("ident", "host", "port"), [("", "h", 1), ("a", "", 1), ("a", "h", 0), ("a", "h", 70000)])
     def test_invalid(self, ident: str, host: str, port: int) -> None:
         with pytest.raises(ValueError):
             Instance(ident, host, port)
@@ -193,8 +191,7 @@ class TestRoundRobin:
     def test_random_start_spreads_new_clients(self) -> None:
         seeds = random.Random(7)
         firsts = Counter(
-            ids_of([RoundRobin(random.Random(seeds.random())).pick(insts("a", "b", "c"))])[0]
-            for _ in range(300)
+            ids_of([RoundRobin(random.Random(seeds.random())).pick(insts("a", "b", "c"))])[0] for _ in range(300)
         )
         assert set(firsts) == {"a", "b", "c"}
 
@@ -205,9 +202,7 @@ class TestRoundRobin:
         seed=st.integers(0, 2**32),
         shuffle=st.booleans(),
     )
-    def test_fair_over_a_multiple_of_n(
-        self, n: int, rounds: int, seed: int, shuffle: bool
-    ) -> None:
+    def test_fair_over_a_multiple_of_n(self, n: int, rounds: int, seed: int, shuffle: bool) -> None:
         rng = random.Random(seed)
         instances = insts(*(f"i{k}" for k in range(n)))
         rr = RoundRobin(rng)
@@ -220,14 +215,10 @@ class TestRoundRobin:
 
     @settings(max_examples=60, deadline=None)
     @given(
-        changes=st.lists(
-            st.tuples(st.integers(0, 30), st.sets(st.integers(0, 8), min_size=1)), max_size=6
-        ),
+        changes=st.lists(st.tuples(st.integers(0, 30), st.sets(st.integers(0, 8), min_size=1)), max_size=6),
         seed=st.integers(0, 2**32),
     )
-    def test_fair_between_membership_changes(
-        self, changes: list[tuple[int, set[int]]], seed: int
-    ) -> None:
+    def test_fair_between_membership_changes(self, changes: list[tuple[int, set[int]]], seed: int) -> None:
         """Within any stretch of an unchanged list, counts differ by at most 1."""
         rr = RoundRobin(random.Random(seed))
         for picks, members in changes:
@@ -355,8 +346,10 @@ class TestConsistentHash:
         for member, load in zip(pool, loads, strict=True):
             for _ in range(load):
                 ring.on_acquire(member)
-        assert ring.capacity(pool) == expected == capacity(
-            {i.id: n for i, n in zip(pool, loads, strict=True)}, pool, epsilon
+        assert (
+            ring.capacity(pool)
+            == expected
+            == capacity({i.id: n for i, n in zip(pool, loads, strict=True)}, pool, epsilon)
         )
 
     def test_capacity_is_exact(self) -> None:
@@ -379,9 +372,7 @@ class TestConsistentHash:
             ring.on_acquire(owner)
         spilled = ring.pick(pool, key)
         assert spilled is not None and spilled is not owner
-        expected = next(
-            i for i in ring._walk(pool, key) if ring.load(i) < ring.capacity(pool)
-        )
+        expected = next(i for i in ring._walk(pool, key) if ring.load(i) < ring.capacity(pool))
         assert spilled is expected
         # Back below capacity: the key returns to its owner.
         ring.on_release(owner)
@@ -410,9 +401,7 @@ class TestConsistentHash:
         epsilon=st.sampled_from([0.1, 0.25, 0.5, 1.0]),
         vnodes=st.sampled_from([1, 8, 40]),
     )
-    def test_bounded_load_never_exceeded(
-        self, ops: list[tuple[str, int]], epsilon: float, vnodes: int
-    ) -> None:
+    def test_bounded_load_never_exceeded(self, ops: list[tuple[str, int]], epsilon: float, vnodes: int) -> None:
         """Every call placed lands on an instance below capacity, and the walk
         starts at the owner: a key leaves its owner only when the owner is full."""
         everyone = insts(*(f"n{k:02d}" for k in range(12)))
@@ -472,9 +461,7 @@ class TestConsistentHash:
         newcomer=st.text("abcdef", min_size=1, max_size=4),
         keys=st.lists(st.text(min_size=0, max_size=8), min_size=1, max_size=40),
     )
-    def test_join_and_leave_only_move_what_they_must(
-        self, n: int, newcomer: str, keys: list[str]
-    ) -> None:
+    def test_join_and_leave_only_move_what_they_must(self, n: int, newcomer: str, keys: list[str]) -> None:
         pool = insts(*(f"node-{k}" for k in range(n)))
         ring = ConsistentHash(vnodes=20)
         before = {key: ring.pick(pool, key) for key in keys}
@@ -599,9 +586,7 @@ class TestDownInstancePolicy:
         policy.note_error(Instance("a", "h", 1, {"v": 1}))
         assert policy.is_down(Instance("a", "h", 1, {"v": 2}))
 
-    @pytest.mark.parametrize(
-        "kwargs", [{"error_threshold": 0}, {"window": 0.0}, {"down_for": -1.0}]
-    )
+    @pytest.mark.parametrize("kwargs", [{"error_threshold": 0}, {"window": 0.0}, {"down_for": -1.0}])
     def test_invalid_settings(self, kwargs: dict[str, float]) -> None:
         with pytest.raises(ValueError):
             DownInstancePolicy(**kwargs)  # type: ignore[arg-type]

@@ -140,10 +140,7 @@ class RoundRobin(_NoTracking):
         ordered = _by_id(instances)
         if not ordered:
             return None
-        if self._last is None:
-            chosen = ordered[self._rng.randrange(len(ordered))]
-        else:
-            chosen = _next_after(ordered, self._last)
+        chosen = ordered[self._rng.randrange(len(ordered))] if self._last is None else _next_after(ordered, self._last)
         self._last = chosen.id
         return chosen
 
@@ -249,9 +246,7 @@ class ConsistentHash:
     def _ring(self, ids: tuple[str, ...]) -> tuple[list[int], list[str]]:
         if ids != self._ring_ids:
             placed = sorted(
-                (stable_hash(f"{ident}#{replica}"), ident)
-                for ident in ids
-                for replica in range(self.vnodes)
+                (stable_hash(f"{ident}#{replica}"), ident) for ident in ids for replica in range(self.vnodes)
             )
             self._points = [point for point, _ in placed]
             self._owners = [ident for _, ident in placed]
@@ -388,17 +383,14 @@ def make_strategy(name: str, **opts: Any) -> Strategy:
         return Sticky(inner)
     factory = _FACTORIES.get(normal)
     if factory is None:
-        raise ValueError(
-            f"unknown load-balancing strategy {name!r}; choose one of: {', '.join(STRATEGY_NAMES)}"
-        )
+        raise ValueError(f"unknown load-balancing strategy {name!r}; choose one of: {', '.join(STRATEGY_NAMES)}")
     signature = inspect.signature(factory)
     try:
         signature.bind(**opts)
     except TypeError:
         allowed = ", ".join(signature.parameters) or "none"
         raise ValueError(
-            f"strategy {normal!r} does not take option(s) {', '.join(sorted(opts))};"
-            f" its options are: {allowed}"
+            f"strategy {normal!r} does not take option(s) {', '.join(sorted(opts))}; its options are: {allowed}"
         ) from None
     return factory(**opts)
 
@@ -494,9 +486,7 @@ class Picker:
         *,
         down_policy: DownInstancePolicy | None = None,
     ) -> None:
-        self.strategy: Strategy = (
-            make_strategy(strategy) if isinstance(strategy, str) else strategy
-        )
+        self.strategy: Strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
         self.down_policy = down_policy
         self._lock = threading.Lock()
         self._instances: tuple[Instance, ...] = tuple(_by_id(instances))

@@ -29,9 +29,7 @@ class CorruptObject(StoreError):
     """A znode that does not hold a valid object; readers report it and go on."""
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(
-            f"corrupt object at {path}: {reason}", hint="fix or delete the znode; zkop skips it meanwhile"
-        )
+        super().__init__(f"corrupt object at {path}: {reason}", hint="fix or delete the znode; zkop skips it meanwhile")
         self.path = path
         self.reason = reason
 

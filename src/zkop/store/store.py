@@ -179,9 +179,7 @@ class Store:
 
     # ---- decoding ----------------------------------------------------------------
 
-    def _decode(
-        self, path: str, info: KindInfo, raw: bytes, stat: ZnodeStat, status_raw: bytes | None
-    ) -> Resource:
+    def _decode(self, path: str, info: KindInfo, raw: bytes, stat: ZnodeStat, status_raw: bytes | None) -> Resource:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -247,9 +245,7 @@ class Store:
     async def create(self, obj: Resource) -> Resource:
         info = resolve_kind(obj.kind)
         if obj.metadata.deletion_timestamp is not None:
-            raise ResourceValidationError(
-                [Problem("metadata.deletionTimestamp", "must not be set on create")]
-            )
+            raise ResourceValidationError([Problem("metadata.deletionTimestamp", "must not be set on create")])
         meta = obj.metadata.model_copy(
             update={
                 "uid": str(uuid.uuid4()),
@@ -264,9 +260,7 @@ class Store:
         status = self._encode_status(new)
         await self._ensure(self.ns_path(info, new.namespace))
         try:
-            await self._commit(
-                [Op.create(path, raw, acl=self.acl), Op.create(path + "/status", status, acl=self.acl)]
-            )
+            await self._commit([Op.create(path, raw, acl=self.acl), Op.create(path + "/status", status, acl=self.acl)])
         except TransactionFailed as exc:
             if isinstance(exc.error, NodeExistsError):
                 raise AlreadyExists(
@@ -282,9 +276,7 @@ class Store:
         obj, _, _ = await self._read(info, namespace, name)
         return obj
 
-    async def list(
-        self, kind: str, namespace: str | None = None, selector: str | Selector | None = None
-    ) -> ListResult:
+    async def list(self, kind: str, namespace: str | None = None, selector: str | Selector | None = None) -> ListResult:
         """Objects of a kind (in one namespace or all); corrupt znodes are reported, not raised."""
         info = resolve_kind(kind)
         sel = parse_selector(selector) if isinstance(selector, str) else selector
@@ -357,9 +349,7 @@ class Store:
         path = self.obj_path(info, obj.namespace, obj.name)
         try:
             if meta.deletion_timestamp is not None and not meta.finalizers:
-                await self._commit(
-                    [Op.check(path, stat.version), Op.delete(path + "/status"), Op.delete(path)]
-                )
+                await self._commit([Op.check(path, stat.version), Op.delete(path + "/status"), Op.delete(path)])
                 return new
             await self._commit([Op.set(path, self._encode(new), stat.version)])
         except TransactionFailed as exc:
@@ -400,9 +390,7 @@ class Store:
                     marked = current.model_copy(update={"metadata": meta})
                     await self._commit([Op.set(path, self._encode(marked), stat.version)])
                     return "terminating"
-                await self._commit(
-                    [Op.check(path, stat.version), Op.delete(path + "/status"), Op.delete(path)]
-                )
+                await self._commit([Op.check(path, stat.version), Op.delete(path + "/status"), Op.delete(path)])
                 return "deleted"
             except TransactionFailed as exc:
                 if isinstance(exc.error, BadVersionError):
@@ -443,9 +431,7 @@ class Store:
 
     # ---- events ------------------------------------------------------------------
 
-    async def record_event(
-        self, obj: Resource, type_: str, reason: str, message: str, *, source: str = "zkop"
-    ) -> None:
+    async def record_event(self, obj: Resource, type_: str, reason: str, message: str, *, source: str = "zkop") -> None:
         """Record an event about ``obj``; a repeat of the newest one bumps its count."""
         info = resolve_kind(obj.kind)
         base = self.events_path(obj.namespace, info, obj.name)
@@ -458,16 +444,12 @@ class Store:
                 raw, stat = await self.client.get(newest)
                 prev = EventRecord.from_json(json.loads(raw))
                 if (prev.type, prev.reason, prev.message) == (type_, reason, message):
-                    bumped = EventRecord(
-                        **{**prev.__dict__, "count": prev.count + 1, "last_timestamp": stamp}
-                    )
+                    bumped = EventRecord(**{**prev.__dict__, "count": prev.count + 1, "last_timestamp": stamp})
                     await self._commit([Op.set(newest, _dumps(bumped.to_json()), stat.version)])
                     return
             except (NoNodeError, ValueError, TransactionFailed):
                 pass
-        record = EventRecord(
-            type_, reason, message[:2000], info.kind, obj.namespace, obj.name, 1, stamp, stamp, source
-        )
+        record = EventRecord(type_, reason, message[:2000], info.kind, obj.namespace, obj.name, 1, stamp, stamp, source)
         await self._commit([Op.create(f"{base}/e-", _dumps(record.to_json()), acl=self.acl, sequence=True)])
         excess = len(children) + 1 - MAX_EVENTS_PER_OBJECT
         for old in children[: max(0, excess)]:
@@ -488,9 +470,7 @@ class Store:
             for group in groups:
                 path = f"{base}/{ns}/{group}"
                 names = sorted(await self._children(path))
-                reads = await asyncio.gather(
-                    *(self.client.get(f"{path}/{n}") for n in names), return_exceptions=True
-                )
+                reads = await asyncio.gather(*(self.client.get(f"{path}/{n}") for n in names), return_exceptions=True)
                 for read in reads:
                     if isinstance(read, BaseException):
                         continue
@@ -550,9 +530,7 @@ class _Watcher:
         self.client.add_state_listener(self._on_state)
         try:
             await self.store._ensure(
-                self.store.ns_path(self.info, self.namespace)
-                if self.namespace
-                else self.store.kind_path(self.info)
+                self.store.ns_path(self.info, self.namespace) if self.namespace else self.store.kind_path(self.info)
             )
             for event in await self._relist(initial=True):
                 yield event
@@ -589,9 +567,7 @@ class _Watcher:
         if self.namespace is not None:
             return [self.namespace]
         try:
-            return await self.client.get_children(
-                self.store.kind_path(self.info), watch=self._hop("kind", "")
-            )
+            return await self.client.get_children(self.store.kind_path(self.info), watch=self._hop("kind", ""))
         except NoNodeError:
             await self.client.exists(self.store.kind_path(self.info), watch=self._hop("kind", ""))
             return []
@@ -614,9 +590,7 @@ class _Watcher:
             return exc
         return obj, (stat.mzxid, status_stat.mzxid if status_stat else 0)
 
-    def _diff(
-        self, key: str, fetched: tuple[Resource, tuple[int, int]] | CorruptObject | None
-    ) -> list[WatchEvent]:
+    def _diff(self, key: str, fetched: tuple[Resource, tuple[int, int]] | CorruptObject | None) -> list[WatchEvent]:
         if isinstance(fetched, CorruptObject):
             return [WatchEvent("ERROR", key, None, str(fetched))]
         old = self.known.get(key)
@@ -637,9 +611,7 @@ class _Watcher:
     async def _relist(self, *, initial: bool) -> list[WatchEvent]:
         namespaces = await self._namespaces()
         keys: list[str] = []
-        for ns, names in zip(
-            namespaces, await asyncio.gather(*(self._names(ns) for ns in namespaces)), strict=True
-        ):
+        for ns, names in zip(namespaces, await asyncio.gather(*(self._names(ns) for ns in namespaces)), strict=True):
             keys.extend(f"{ns}/{n}" for n in sorted(names))
         fetched = await asyncio.gather(*(self._fetch(k) for k in keys))
         events: list[WatchEvent] = []

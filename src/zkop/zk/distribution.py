@@ -25,8 +25,7 @@ DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
 DEBIAN_LOG_BINDING = Path("/usr/share/java/slf4j-simple.jar")
 
 INSTALL_HINT = (
-    "install Apache ZooKeeper: `apt-get install zookeeper` on Debian, "
-    "or set ZOOKEEPER_HOME to an unpacked release"
+    "install Apache ZooKeeper: `apt-get install zookeeper` on Debian, or set ZOOKEEPER_HOME to an unpacked release"
 )
 
 
@@ -109,9 +108,7 @@ def _from_home(home: Path, java: str) -> Distribution:
         )
     # Tests and docs jars are not needed to run a server.
     classpath = tuple(str(j) for j in jars if not j.name.endswith(("-tests.jar", "-sources.jar")))
-    return Distribution(
-        home=home, classpath=classpath, version=_jar_version(main[0]), java=java, layout="tarball"
-    )
+    return Distribution(home=home, classpath=classpath, version=_jar_version(main[0]), java=java, layout="tarball")
 
 
 def _from_debian(java: str) -> Distribution:

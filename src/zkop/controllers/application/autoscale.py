@@ -109,9 +109,7 @@ class MetricSamples:
             raise ValueError(f"the target of metric{label} must be a positive number, got {self.target!r}")
 
 
-def prune_history(
-    history: Iterable[tuple[float, int]], now: float, window: float
-) -> list[Recommendation]:
+def prune_history(history: Iterable[tuple[float, int]], now: float, window: float) -> list[Recommendation]:
     """The recommendations made within ``window`` seconds before ``now``."""
     cutoff = now - window
     return [Recommendation(t, r) for t, r in history if t > cutoff]
@@ -131,9 +129,7 @@ def _validate(current: int, low: int, high: int, tolerance: float, window: float
     if current < 0:
         raise ValueError(f"current_replicas must be 0 or more, got {current}")
     if low < 0 or high < low:
-        raise ValueError(
-            f"need 0 <= min_replicas <= max_replicas, got min={low} max={high}"
-        )
+        raise ValueError(f"need 0 <= min_replicas <= max_replicas, got min={low} max={high}")
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be 0 or more, got {tolerance!r}")
     if not (math.isfinite(window) and window >= 0):
@@ -250,9 +246,7 @@ def decide_scale_many(
             why += f" for {', '.join(unmeasured)}"
         if desired == current:
             return ScaleDecision(current, f"{why}; keeping {current}", None, None)
-        return ScaleDecision(
-            desired, f"{why}; {current} -> {desired} to stay within {bounds}", None, None
-        )
+        return ScaleDecision(desired, f"{why}; {current} -> {desired} to stay within {bounds}", None, None)
 
     raw, metric, values = best
     average = math.fsum(values) / len(values)
@@ -282,11 +276,7 @@ def decide_scale_many(
     stabilised = _clamp(max(rec, highest), low, high)
     desired = min(current, stabilised)
     if desired < current:
-        held = (
-            f" (the highest recommendation in the last {scale_down_window:g}s)"
-            if stabilised > rec
-            else ""
-        )
+        held = f" (the highest recommendation in the last {scale_down_window:g}s)" if stabilised > rec else ""
         reason = f"scale down {current} -> {desired}{held}: {seen}"
     elif rec < current:
         reason = (
