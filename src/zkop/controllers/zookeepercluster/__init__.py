@@ -1,0 +1,1 @@
+"""The ZookeeperCluster controller: create, scale, heal and roll ensembles without losing quorum."""
