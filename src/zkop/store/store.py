@@ -228,10 +228,13 @@ class Store:
         status_task = asyncio.ensure_future(self.client.get(path + "/status", watch=watch))
         try:
             raw, stat = await obj_task
-        except NoNodeError:
+        except BaseException as exc:
+            # Never leave the status read behind unobserved, whatever failed.
             status_task.cancel()
             await asyncio.gather(status_task, return_exceptions=True)
-            raise NotFound(f"{info.kind.lower()} {namespace}/{name} not found") from None
+            if isinstance(exc, NoNodeError):
+                raise NotFound(f"{info.kind.lower()} {namespace}/{name} not found") from None
+            raise
         try:
             status_raw, status_stat = await status_task
         except NoNodeError:
