@@ -94,9 +94,7 @@ async def heal_times(reps: int) -> dict[str, list[float]]:
             for which in ("follower", "leader"):
                 statuses = await ensemble.wait_quorum(timeout=60)
                 await ensemble.wait_serving(timeout=60)
-                target = next(
-                    s.id for s in statuses if s.serving and (s.state.mode == "leader") == (which == "leader")
-                )
+                target = next(s.id for s in statuses if s.serving and (s.state.mode == "leader") == (which == "leader"))
                 ensemble.kill_member(target)
                 started = time.monotonic()
                 ensemble.start_member(target)

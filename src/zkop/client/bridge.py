@@ -49,9 +49,7 @@ class Op:
         ephemeral: bool = False,
         sequence: bool = False,
     ) -> Op:
-        return Op(
-            "create", path, data, acl=tuple(acl) if acl else None, ephemeral=ephemeral, sequence=sequence
-        )
+        return Op("create", path, data, acl=tuple(acl) if acl else None, ephemeral=ephemeral, sequence=sequence)
 
     @staticmethod
     def set(path: str, data: bytes, version: int = -1) -> Op:
@@ -225,15 +223,11 @@ class ZkClient:
         return result
 
     async def exists(self, path: str, watch: WatchCallback | None = None) -> ZnodeStat | None:
-        result: ZnodeStat | None = await _to_future(
-            self.loop, self.kazoo.exists_async(path, watch=self._watch(watch))
-        )
+        result: ZnodeStat | None = await _to_future(self.loop, self.kazoo.exists_async(path, watch=self._watch(watch)))
         return result
 
     async def get_children(self, path: str, watch: WatchCallback | None = None) -> list[str]:
-        result: list[str] = await _to_future(
-            self.loop, self.kazoo.get_children_async(path, watch=self._watch(watch))
-        )
+        result: list[str] = await _to_future(self.loop, self.kazoo.get_children_async(path, watch=self._watch(watch)))
         return result
 
     async def create(
