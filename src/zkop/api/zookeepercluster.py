@@ -317,6 +317,10 @@ class ZookeeperClusterStatus(ApiModel):
         default=None, description="Version of the ensemble's dynamic configuration (hex)."
     )
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions of the cluster.")
+    restarted_at: str | None = Field(
+        default=None,
+        description="The restart request (annotation zkop.io/restartedAt) the last finished rolling restart served.",
+    )
 
 
 class ZookeeperCluster(Resource):

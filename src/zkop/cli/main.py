@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 import zkop
-from zkop.cli import local, resources
+from zkop.cli import cluster, local, resources
 from zkop.cli import operator as operator_cli
 from zkop.cli.output import Output, console, emit, fail
 from zkop.errors import ZkopError
@@ -35,6 +35,7 @@ class Context:
 
 app.add_typer(operator_cli.app, name="operator")
 resources.register(app)
+cluster.register(app)
 
 
 @app.callback()

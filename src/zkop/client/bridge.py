@@ -263,6 +263,15 @@ class ZkClient:
     async def ensure_path(self, path: str, acl: Sequence[Any] | None = None) -> None:
         await _to_future(self.loop, self.kazoo.ensure_path_async(path, acl=list(acl) if acl else None))
 
+    async def reconfig(
+        self, *, joining: str | None = None, leaving: str | None = None, from_config: int = -1
+    ) -> tuple[bytes, ZnodeStat]:
+        """Incremental dynamic reconfiguration (needs the super user's auth)."""
+        result: tuple[bytes, ZnodeStat] = await _to_future(
+            self.loop, self.kazoo.reconfig_async(joining, leaving, None, from_config)
+        )
+        return result
+
     async def commit(self, ops: Sequence[Op]) -> list[Any]:
         """Run ``ops`` as one atomic transaction; raise :class:`TransactionFailed` on rollback."""
         txn = self.kazoo.transaction()

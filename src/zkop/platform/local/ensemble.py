@@ -286,14 +286,15 @@ class LocalEnsemble:
         dynamic.write_text(render_dynamic(membership))
         self.config_file(member_id).write_text(render_static(data_dir=data, dynamic_file=dynamic, settings=settings))
 
-    def add_member(self, membership: Iterable[MemberAddress]) -> MemberRecord:
+    def add_member(self, membership: Iterable[MemberAddress], member_id: int | None = None) -> MemberRecord:
         """Record a new member with a never-used id; its dynamic file is ``membership`` plus itself.
 
         Ids only grow, so an id is never reused while old data for it may exist.
         """
         with self._locked():
             record = self.load()
-            member_id = record.next_id
+            if member_id is None or member_id < record.next_id:
+                member_id = record.next_id
             c, q, e = portlib.allocate(3, avoid=self._used_ports())
             new = MemberRecord(id=member_id, client_port=c, quorum_port=q, election_port=e)
             record.members.append(new)

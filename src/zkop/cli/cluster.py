@@ -1,0 +1,55 @@
+"""``zkop restart zookeepercluster NAME``: ask for a rolling restart."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import typer
+
+from zkop.api import resolve_kind
+from zkop.cli.output import console
+from zkop.client import connect
+from zkop.controllers.zookeepercluster.controller import RESTART_ANNOTATION
+from zkop.errors import ZkopError
+from zkop.store import Conflict, Store
+
+
+async def _restart(conn: connect.Connection, namespace: str, name: str) -> str:
+    client = conn.client()
+    await client.start(timeout=10)
+    try:
+        store = Store(client, root=conn.root, acl=conn.acl())
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        for _ in range(5):
+            obj = await store.get("ZookeeperCluster", namespace, name)
+            meta = obj.metadata.model_copy(
+                update={"annotations": {**obj.metadata.annotations, RESTART_ANNOTATION: stamp}}
+            )
+            try:
+                await store.update(obj.model_copy(update={"metadata": meta}))
+                return stamp
+            except Conflict:
+                continue
+        raise ZkopError(f"zookeepercluster {namespace}/{name} kept changing; try again")
+    finally:
+        await client.stop()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def restart(
+        ctx: typer.Context,
+        kind: str = typer.Argument(..., help="zookeepercluster (zkc)"),
+        name: str = typer.Argument(...),
+        namespace: str = typer.Option("default", "--namespace", "-n"),
+        zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK"),
+        root: str | None = typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True),
+    ) -> None:
+        """Roll every member (unready first, followers next, the leader last), keeping quorum."""
+        info = resolve_kind(kind)
+        if info.kind != "ZookeeperCluster":
+            raise ZkopError(f"restart applies to zookeeperclusters, not {info.plural}")
+        conn = connect.resolve(zk, ctx.obj.state_dir, root)
+        stamp = asyncio.run(_restart(conn, namespace, name))
+        console.print(f"zookeepercluster/{name} restart requested ({RESTART_ANNOTATION}={stamp})")
