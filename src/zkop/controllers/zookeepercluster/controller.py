@@ -145,7 +145,7 @@ class ZookeeperClusterReconciler:
             unresponsive_grace=self.unresponsive_grace,
         )
         if isinstance(action, P.Degraded) and action.reason == P.DegradedReason.QUORUM_LOST and view is not None:
-            booting = [m for m in view.members if m.running and not m.serving]
+            booting = [m for m in view.members if m.running and not m.paused and not m.serving]
             recent = all(
                 (started or 0) > now - STARTUP_GRACE
                 for _, started in (view.started.get(m.id, (None, None)) for m in booting)

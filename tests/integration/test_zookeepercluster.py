@@ -1,0 +1,296 @@
+"""The ZookeeperCluster operator against real ZooKeeper processes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NodeExistsError
+
+from zkop.api import ZookeeperCluster, parse_object
+from zkop.cli.local import stop_everything
+from zkop.client.connect import Connection
+from zkop.controllers.zookeepercluster import controller as zkc_controller
+from zkop.platform.local.platform import LocalPlatform
+from zkop.platform.local.zookeeper import LocalZookeeperPlatform
+from zkop.runtime.manager import Manager, ManagerOptions
+from zkop.store import NotFound, Store
+from zkop.zk import fourlw
+
+pytestmark = pytest.mark.integration
+
+
+def cluster(name: str = "zk", replicas: int = 3, *, policy: str = "Retain", paused: bool = False) -> ZookeeperCluster:
+    obj = parse_object(
+        {
+            "apiVersion": "zkop.io/v1",
+            "kind": "ZookeeperCluster",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "config": {"tickTime": 500, "initLimit": 10, "syncLimit": 5},
+                "jvm": {"heap": "64Mi"},
+                "storage": {"reclaimPolicy": policy},
+                "paused": paused,
+            },
+        }
+    )
+    assert isinstance(obj, ZookeeperCluster)
+    return obj
+
+
+@dataclass
+class Operator:
+    store: Store
+    platform: LocalZookeeperPlatform
+    state_dir: Path
+
+    async def get(self, name: str = "zk") -> ZookeeperCluster:
+        obj = await self.store.get("zkc", "default", name)
+        assert isinstance(obj, ZookeeperCluster)
+        return obj
+
+    async def wait(
+        self, predicate: Callable[[ZookeeperCluster], bool], name: str = "zk", timeout: float = 60.0
+    ) -> ZookeeperCluster:
+        """Poll the object's status until the predicate holds (status has no push channel here)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    obj = await self.get(name)
+                    if predicate(obj):
+                        return obj
+                except NotFound:
+                    pass
+                await asyncio.sleep(0.2)
+
+    async def change(self, name: str = "zk", **spec: Any) -> None:
+        obj = await self.get(name)
+        await self.store.update(obj.model_copy(update={"spec": obj.spec.model_copy(update=spec)}))
+
+    async def reasons(self, name: str = "zk") -> list[str]:
+        return [e.reason for e in await self.store.list_events("default", kind="zkc", name=name)]
+
+
+def available(replicas: int) -> Callable[[ZookeeperCluster], bool]:
+    def check(obj: ZookeeperCluster) -> bool:
+        s = obj.status
+        avail = next((c for c in s.conditions if c.type == "Available"), None)
+        return (
+            s.phase == "Running"
+            and s.ready_replicas == replicas
+            and s.replicas == replicas
+            and avail is not None
+            and avail.status == "True"
+            and s.observed_generation == obj.metadata.generation
+        )
+
+    return check
+
+
+@pytest.fixture
+async def operator(connection: Connection, store: Store, tmp_path: Path) -> AsyncIterator[Operator]:
+    state = tmp_path / "state"
+    local = LocalPlatform(state, "zkop-operator")
+    platform = LocalZookeeperPlatform(state, local.fence)
+    reconciler = zkc_controller.ZookeeperClusterReconciler(platform, unresponsive_grace=5.0)
+    ctrl = zkc_controller.Controller("zookeepercluster", "ZookeeperCluster", reconciler, workers=2)
+    manager = Manager(
+        connection,
+        ManagerOptions(name="zkc-test", session_timeout=6.0, metrics_port=None),
+        controllers=[ctrl],
+        platforms=[local],
+    )
+    task = asyncio.create_task(manager.run())
+    try:
+        yield Operator(store, platform, state)
+    finally:
+        manager.stop()
+        await task
+        await asyncio.to_thread(stop_everything, state, 5.0)  # every member this test started
+
+
+@dataclass
+class Writer:
+    """Writes sequential znodes as fast as it can; remembers every acknowledged one."""
+
+    hosts: str
+    acked: list[int] = field(default_factory=list)
+    errors: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    longest_gap: float = 0.0
+
+    def run(self) -> None:
+        client = KazooClient(self.hosts, timeout=10)
+        client.start(timeout=20)
+        client.ensure_path("/seq")
+        i, last_ok = 0, time.monotonic()
+        try:
+            while not self.stop.is_set() and i < 200_000:
+                try:
+                    client.create(f"/seq/n{i:07d}", b"x")
+                    self.acked.append(i)
+                except NodeExistsError:
+                    self.acked.append(i)  # a retried write that had landed
+                except KazooException:
+                    self.errors += 1
+                    time.sleep(0.05)
+                    continue
+                now = time.monotonic()
+                self.longest_gap = max(self.longest_gap, now - last_ok)
+                last_ok = now
+                i += 1
+        finally:
+            client.stop()
+            client.close()
+
+
+async def leader_sequence(hosts: list[str], stop: asyncio.Event) -> list[int]:
+    """Distinct successive leaders (by client port) seen while ``stop`` is not set."""
+    seen: list[int] = []
+    while not stop.is_set():
+        states = await asyncio.gather(
+            *(fourlw.server_state(h.split(":")[0], int(h.split(":")[1]), timeout=0.3) for h in hosts)
+        )
+        for h, st in zip(hosts, states, strict=True):
+            if st.serving and st.mode == "leader":
+                port = int(h.split(":")[1])
+                if not seen or seen[-1] != port:
+                    seen.append(port)
+        await asyncio.sleep(0.05)
+    return seen
+
+
+async def test_create_scale_roll_keeps_every_acknowledged_write(operator: Operator) -> None:
+    await operator.store.create(cluster(replicas=3))
+    obj = await operator.wait(available(3))
+    assert obj.status.connection_string and obj.status.leader
+    assert zkc_controller.FINALIZER in obj.metadata.finalizers
+    writer = Writer(obj.status.connection_string)
+    thread = threading.Thread(target=writer.run, daemon=True)
+    thread.start()
+    try:
+        await operator.change(replicas=5)
+        obj = await operator.wait(available(5))
+        assert [m.id for m in obj.status.members] == [1, 2, 3, 4, 5]
+        await operator.change(replicas=3)
+        obj = await operator.wait(available(3))
+        assert len(obj.status.members) == 3 and obj.status.leader in {m.id for m in obj.status.members}
+        # Roll every member by a configuration change; watch the leader meanwhile.
+        hosts = (obj.status.connection_string or "").split(",")
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(leader_sequence(hosts, stop))
+        before = await operator.get()
+        config = before.spec.config.model_copy(update={"max_client_cnxns": 100})
+        await operator.change(config=config)
+        await operator.wait(lambda o: o.status.observed_generation == o.metadata.generation and available(3)(o))
+        async with asyncio.timeout(60):
+            while (await operator.reasons()).count("RollingRestart") < 3:
+                await asyncio.sleep(0.2)
+        await operator.wait(available(3))
+        stop.set()
+        leaders = await watcher
+        assert len(leaders) == 2, f"a rolling restart changes the leader exactly once, saw {leaders}"
+    finally:
+        writer.stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert len(writer.acked) > 100
+    client = KazooClient(obj.status.connection_string or "", timeout=10)
+    client.start(timeout=20)
+    try:
+        present = {int(n[1:]) for n in client.get_children("/seq")}
+    finally:
+        client.stop()
+        client.close()
+    missing = [i for i in writer.acked if i not in present]
+    assert not missing, f"{len(missing)} acknowledged writes lost"
+    reasons = await operator.reasons()
+    for reason in ("Created", "MemberAdded", "MemberRemoved", "RollingRestart"):
+        assert reason in reasons
+
+
+async def test_heal_kill_and_lost_data(operator: Operator) -> None:
+    await operator.store.create(cluster(replicas=3))
+    obj = await operator.wait(available(3))
+    ens = operator.platform.ensemble("default", "zk")
+    leader = obj.status.leader
+    assert leader is not None
+    follower = next(m.id for m in obj.status.members if m.id != leader)
+    for victim in (follower, leader):
+        pid = ens.unit(victim).running()
+        assert pid is not None
+        ens.kill_member(victim)
+        await operator.wait(
+            lambda o, v=victim, p=pid.pid: (
+                available(3)(o) and ens.unit(v).running() is not None and ens.unit(v).running().pid != p
+            )
+        )  # type: ignore[union-attr]
+    assert "Healed" in await operator.reasons()
+    # A member whose data dir is gone rejoins under a new id; its old id is never reused.
+    obj = await operator.get()
+    lost = next(m.id for m in obj.status.members if m.id != obj.status.leader)
+    shutil.rmtree(ens.data_dir(lost))
+    obj = await operator.wait(lambda o: available(3)(o) and lost not in {m.id for m in o.status.members})
+    ids = sorted(m.id for m in obj.status.members)
+    assert max(ids) == 4 and lost not in ids
+
+
+async def test_pause_and_quorum_loss_take_no_destructive_action(operator: Operator) -> None:
+    await operator.store.create(cluster(replicas=3))
+    obj = await operator.wait(available(3))
+    ens = operator.platform.ensemble("default", "zk")
+    # Paused: a killed member stays down, the status still reports it.
+    await operator.change(paused=True)
+    await operator.wait(lambda o: o.status.phase == "Paused")
+    victim = next(m.id for m in obj.status.members if m.id != obj.status.leader)
+    ens.kill_member(victim)
+    await operator.wait(lambda o: o.status.ready_replicas == 2 and o.status.phase == "Paused")
+    assert ens.unit(victim).running() is None
+    await operator.change(paused=False)
+    await operator.wait(available(3))
+    # Quorum loss: two members frozen. Nothing is removed or restarted; it recovers on resume.
+    before = await operator.reasons()
+    frozen = [m.id for m in (await operator.get()).status.members][:2]
+    for i in frozen:
+        ens.pause_member(i)
+    await operator.wait(
+        lambda o: any(c.type == "Degraded" and c.status == "True" for c in o.status.conditions), timeout=30
+    )
+    after = await operator.reasons()
+    assert "QuorumLost" in after
+    destructive = {"MemberRemoved", "MemberStopped", "RollingRestart"}
+    assert not destructive & set(after[len(before) :]), "no destructive action without quorum"
+    for i in frozen:
+        ens.resume_member(i)
+    await operator.wait(available(3))
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+async def test_delete_applies_the_reclaim_policy(operator: Operator, policy: str) -> None:
+    await operator.store.create(cluster(replicas=3, policy=policy))
+    await operator.wait(available(3))
+    ens = operator.platform.ensemble("default", "zk")
+    pids = [r.pid for r in ens.running_members().values()]
+    assert len(pids) == 3
+    await operator.store.delete("zkc", "default", "zk")
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await operator.get()
+            except NotFound:
+                break
+            await asyncio.sleep(0.2)
+    assert not ens.exists()
+    retained = list((operator.state_dir / "retained").glob("zkc-default-zk-*"))
+    if policy == "Retain":
+        assert retained and (retained[0] / "members").is_dir()
+    else:
+        assert not retained
