@@ -76,6 +76,20 @@ class Operator:
         obj = await self.get(name)
         await self.store.update(obj.model_copy(update={"spec": obj.spec.model_copy(update=spec)}))
 
+    async def wait_event(self, reason: str, count: int, name: str = "zk", timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):
+            while (await self.reasons(name)).count(reason) < count:  # noqa: ASYNC110 - polled store
+                await asyncio.sleep(0.2)
+
+    async def wait_gone(self, name: str = "zk", timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    await self.get(name)
+                except NotFound:
+                    return
+                await asyncio.sleep(0.2)
+
     async def reasons(self, name: str = "zk") -> list[str]:
         return [e.reason for e in await self.store.list_events("default", kind="zkc", name=name)]
 
@@ -192,9 +206,7 @@ async def test_create_scale_roll_keeps_every_acknowledged_write(operator: Operat
         config = before.spec.config.model_copy(update={"max_client_cnxns": 100})
         await operator.change(config=config)
         await operator.wait(lambda o: o.status.observed_generation == o.metadata.generation and available(3)(o))
-        async with asyncio.timeout(60):
-            while (await operator.reasons()).count("RollingRestart") < 3:
-                await asyncio.sleep(0.2)
+        await operator.wait_event("RollingRestart", 3)
         await operator.wait(available(3))
         stop.set()
         leaders = await watcher
@@ -281,13 +293,7 @@ async def test_delete_applies_the_reclaim_policy(operator: Operator, policy: str
     pids = [r.pid for r in ens.running_members().values()]
     assert len(pids) == 3
     await operator.store.delete("zkc", "default", "zk")
-    async with asyncio.timeout(60):
-        while True:
-            try:
-                await operator.get()
-            except NotFound:
-                break
-            await asyncio.sleep(0.2)
+    await operator.wait_gone()
     assert not ens.exists()
     retained = list((operator.state_dir / "retained").glob("zkc-default-zk-*"))
     if policy == "Retain":
