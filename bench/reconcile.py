@@ -161,9 +161,14 @@ async def bulk_and_steady(conn: Connection, store: Store, count: int, quiet: flo
                 await counting.progress.wait()
         elapsed = time.monotonic() - t0
         rss1 = proc.memory_info().rss
-        # Steady state: let the status writes of the first pass drain, then count writes.
-        while ctrl.queue is not None and (len(ctrl.queue) or ctrl.queue.processing):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+        # Steady state: once no write has landed for a second, count writes over the window.
+        z = await leader_zxid(conn.hosts)
+        while True:
+            await asyncio.sleep(1.0)
+            nz = await leader_zxid(conn.hosts)
+            if nz == z:
+                break
+            z = nz
         runs_before = counting.runs
         z0 = await leader_zxid(conn.hosts)
         await asyncio.sleep(quiet)
