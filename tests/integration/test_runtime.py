@@ -240,3 +240,65 @@ async def test_lost_watch_is_healed_by_resync(connection: Connection, store: Sto
     finally:
         manager.stop()
         await task
+
+
+class Failing:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.called = asyncio.Event()
+
+    async def reconcile(self, request: Request, ctx: Context) -> Result:
+        self.calls += 1
+        self.called.set()
+        raise RuntimeError("boom")
+
+
+async def test_reconcile_error_backs_off_and_is_reported(connection: Connection, store: Store) -> None:
+    failing = Failing()
+    manager = Manager(
+        connection,
+        ManagerOptions(name="err", leader_elect=False, metrics_port=0),
+        controllers=[Controller("err", "OperatorConfig", failing, resync_period=60)],
+    )
+    task = asyncio.create_task(manager.run())
+    try:
+        await store.create(opconfig("broken"))  # type: ignore[arg-type]
+        async with asyncio.timeout(15):
+            while True:
+                obj = await store.get("OperatorConfig", "default", "broken")
+                conds = {c.type: c for c in obj.status.conditions}  # type: ignore[attr-defined]
+                if "ReconcileError" in conds:
+                    break
+                failing.called.clear()
+                await failing.called.wait()
+        cond = conds["ReconcileError"]
+        assert cond.status == "True" and "boom" in (cond.message or "")
+        events = await store.list_events("default", kind="OperatorConfig", name="broken")
+        assert any(e.reason == "ReconcileError" and e.type == "Warning" for e in events)
+        # It keeps being retried (the per-key backoff itself is tested in test_workqueue).
+        async with asyncio.timeout(15):
+            while failing.calls < 5:
+                failing.called.clear()
+                await failing.called.wait()
+        # Metrics and health endpoints.
+        assert manager.health is not None
+        port = manager.health.port
+        metrics = await http_get(port, "/metrics")
+        assert "zkop_reconcile_errors_total" in metrics and 'controller="err"' in metrics
+        assert "zkop_workqueue_retries_total" in metrics
+        assert (await http_get(port, "/healthz")).startswith("HTTP/1.1 200")
+        assert (await http_get(port, "/readyz")).startswith("HTTP/1.1 200")
+        assert (await http_get(port, "/nope")).startswith("HTTP/1.1 404")
+    finally:
+        manager.stop()
+        await task
+
+
+async def http_get(port: int, path: str) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return data.decode()

@@ -300,3 +300,21 @@ async def test_delete_applies_the_reclaim_policy(operator: Operator, policy: str
         assert retained and (retained[0] / "members").is_dir()
     else:
         assert not retained
+
+
+async def test_restart_request_rolls_followers_first_leader_last(operator: Operator, connection: Connection) -> None:
+    from zkop.cli.cluster import _restart
+
+    await operator.store.create(cluster(replicas=3))
+    obj = await operator.wait(available(3))
+    leader = obj.status.leader
+    stamp = await _restart(connection, "default", "zk")
+    await operator.wait_event("RollingRestart", 3)
+    obj = await operator.wait(lambda o: available(3)(o) and o.status.restarted_at == stamp)
+    events = [
+        e for e in await operator.store.list_events("default", kind="zkc", name="zk") if e.reason == "RollingRestart"
+    ]
+    order = [int(e.message.split()[2]) for e in events]
+    assert sorted(order) == [1, 2, 3] and order[-1] == leader, f"leader {leader} must restart last: {order}"
+    # The request is served once: no further restarts.
+    assert (await operator.reasons()).count("RollingRestart") == 3
