@@ -11,6 +11,7 @@ import typer
 import zkop
 from zkop.cli import cluster, local, resources
 from zkop.cli import operator as operator_cli
+from zkop.cli import proxy as proxy_cli
 from zkop.cli.output import Output, console, emit, fail
 from zkop.errors import ZkopError
 from zkop.platform.local import statedir
@@ -36,6 +37,7 @@ class Context:
 app.add_typer(operator_cli.app, name="operator")
 resources.register(app)
 cluster.register(app)
+proxy_cli.register(app)
 
 
 @app.callback()
