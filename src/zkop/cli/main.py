@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 import zkop
-from zkop.cli import cluster, local, resources
+from zkop.cli import apps, cluster, local, resources
 from zkop.cli import operator as operator_cli
 from zkop.cli import proxy as proxy_cli
 from zkop.cli.output import Output, console, emit, fail
@@ -38,6 +38,7 @@ app.add_typer(operator_cli.app, name="operator")
 resources.register(app)
 cluster.register(app)
 proxy_cli.register(app)
+apps.register(app)
 
 
 @app.callback()

@@ -61,7 +61,9 @@ def build_manager(
         identity=identity,
     )
     platform = LocalPlatform(state_dir, MANAGER_NAME)
-    return Manager(conn, options, controllers=registry.build(namespace, state_dir, platform), platforms=[platform])
+    return Manager(
+        conn, options, controllers=registry.build(namespace, state_dir, platform, conn.root), platforms=[platform]
+    )
 
 
 @app.command("run")

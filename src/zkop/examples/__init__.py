@@ -1,0 +1,1 @@
+"""Small programs used by the examples and the demo."""

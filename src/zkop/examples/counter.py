@@ -1,0 +1,117 @@
+"""A small HTTP service that counts its requests in its ZooKeeper.
+
+Run by zkop with ``PORT``, ``ZK_HOSTS`` (its ZookeeperCluster), ``ZKOP_INSTANCE`` and,
+for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_NAMESPACE``/``ZKOP_APP``.
+
+    GET /           -> "<instance> <count>" (the count is shared by all instances, in ZooKeeper)
+    GET /healthz    -> ok (503 after POST /fail, for readiness tests)
+    POST /load?value=X -> reports load X for the autoscaler (also ``LOAD`` at start)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.security import make_acl
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.instance = os.environ.get("ZKOP_INSTANCE", "counter")
+        self.local = 0
+        self.healthy = True
+        self.zk: KazooClient | None = None
+        hosts = os.environ.get("ZK_HOSTS")
+        if hosts:
+            self.zk = KazooClient(hosts, timeout=10)
+            self.zk.start(timeout=30)
+            self.shared = self.zk.Counter("/counter/requests")
+        self.registry: KazooClient | None = None
+        reg_hosts = os.environ.get("ZKOP_REGISTRY_HOSTS")
+        if reg_hosts:
+            self.registry = KazooClient(reg_hosts, timeout=10)
+            self.registry.start(timeout=30)
+        self.report_load(float(os.environ.get("LOAD", "0")))
+
+    def count(self) -> int:
+        self.local += 1
+        if self.zk is None:
+            return self.local
+        self.shared += 1
+        return int(self.shared.value)
+
+    def report_load(self, value: float) -> None:
+        if self.registry is None:
+            return
+        root = os.environ.get("ZKOP_REGISTRY_ROOT", "/zkop").rstrip("/")
+        path = (
+            f"{root}/services/{os.environ.get('ZKOP_NAMESPACE', 'default')}/"
+            f"{os.environ.get('ZKOP_APP', 'counter')}/load/{self.instance}"
+        )
+        raw = json.dumps({"value": value, "at": time.time()}).encode()
+        try:
+            self.registry.set(path, raw)
+        except NoNodeError:
+            with contextlib.suppress(NodeExistsError, NoNodeError):
+                self.registry.create(path, raw, ephemeral=True, acl=[make_acl("world", "anyone", all=True)])
+
+
+async def handle(counter: Counter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        request = (await reader.readline()).decode("latin-1").split()
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        method, target = (request[0], request[1]) if len(request) >= 2 else ("GET", "/")
+        url = urlsplit(target)
+        status, body = 200, b""
+        if url.path == "/healthz":
+            status, body = (200, b"ok\n") if counter.healthy else (503, b"failing\n")
+        elif url.path == "/fail" and method == "POST":
+            counter.healthy = False
+            body = b"now failing\n"
+        elif url.path == "/recover" and method == "POST":
+            counter.healthy = True
+            body = b"ok\n"
+        elif url.path == "/load" and method == "POST":
+            value = float(parse_qs(url.query).get("value", ["0"])[0])
+            await asyncio.to_thread(counter.report_load, value)
+            body = f"load {value}\n".encode()
+        else:
+            n = await asyncio.to_thread(counter.count)
+            body = f"{counter.instance} {n}\n".encode()
+        reason = {200: "OK", 503: "Service Unavailable"}[status]
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        await writer.drain()
+    except (ConnectionError, IndexError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    counter = await asyncio.to_thread(Counter)
+    port = int(os.environ.get("PORT", "8080"))
+    server = await asyncio.start_server(lambda r, w: handle(counter, r, w), "127.0.0.1", port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+    for client in (counter.zk, counter.registry):
+        if client is not None:
+            client.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
