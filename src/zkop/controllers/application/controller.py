@@ -40,6 +40,7 @@ log = logging.getLogger("zkop.application")
 
 FINALIZER = "zkop.io/application"
 HOST = "127.0.0.1"
+DRAIN_SECONDS = 1.0  # between withdrawing an endpoint and stopping its instance
 
 
 def template_hash(app: Application) -> str:
@@ -152,6 +153,8 @@ class ApplicationReconciler:
         stopped |= {r.name for r in failed if r.template_hash != thash}
         if stopped:
             await self._withdraw_all(ctx, app, stopped)
+            # Give discovery caches time to drop the endpoints and in-flight calls time to finish.
+            await asyncio.sleep(DRAIN_SECONDS)
             for victim in stopped:
                 await asyncio.to_thread(self.instances.stop, ns, name, victim, epoch=ctx.epoch, remove=True)
                 mem.readiness.pop(victim, None)
@@ -427,7 +430,7 @@ class ApplicationReconciler:
                 phase, reason, message = (
                     "CrashLoopBackOff",
                     "CrashLoopBackOff",
-                    f"exit code {r.last_exit}; {tail}"[:500],
+                    f"exit code {'unknown' if r.last_exit is None else r.last_exit}; last log lines: {tail}"[:500],
                 )
             elif running is None:
                 phase, reason, message = "Starting", None, None

@@ -49,9 +49,14 @@ class PidRecord:
         )
 
 
+# Exit statuses of reaped children, until the pid is used again.
+_EXITED: dict[int, int] = {}
+
+
 def _reap(pid: int) -> None:
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None and (rc := child.poll()) is not None:
+        _EXITED[pid] = rc
         _CHILDREN.pop(pid, None)
 
 
@@ -80,10 +85,8 @@ def is_stopped(record: PidRecord) -> bool:
 
 def exit_code(pid: int) -> int | None:
     """The exit status of a child of this process, when it has ended."""
-    child = _CHILDREN.get(pid)
-    if child is None:
-        return None
-    return child.poll()
+    _reap(pid)
+    return _EXITED.get(pid)
 
 
 class ProcessUnit:
@@ -139,6 +142,7 @@ class ProcessUnit:
                 preexec_fn=preexec if limits else None,
             )
         _CHILDREN[child.pid] = child
+        _EXITED.pop(child.pid, None)
         try:
             create_time = psutil.Process(child.pid).create_time()
         except psutil.NoSuchProcess:
@@ -171,7 +175,7 @@ class ProcessUnit:
         child = _CHILDREN.get(rec.pid)
         if child is not None:
             try:
-                child.wait(timeout)
+                _EXITED[rec.pid] = child.wait(timeout)
             except subprocess.TimeoutExpired:
                 return False
             _CHILDREN.pop(rec.pid, None)
