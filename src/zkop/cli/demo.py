@@ -1,23 +1,46 @@
-"""``zkop demo``: a narrated tour on real processes, with measured timings."""
+"""``zkop demo``: the narrated tour on real processes, with measured timings.
+
+Control plane up (3 ZooKeeper members, 2 operator replicas), ``examples/`` applied (a
+ZookeeperCluster and the counter Application), traffic through the proxy, then: kill an
+instance, kill a ZooKeeper member, scale the cluster 3->5, kill the operator leader, raise
+and lower the load. Every step is timed; a failed step says why; everything is cleaned up
+unless ``--keep``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from kazoo.client import KazooClient
-
+from zkop.api import Application, ZookeeperCluster, load_yaml
 from zkop.cli.local import MEMBER_COLUMNS, member_rows, stop_everything
 from zkop.cli.output import console, table
+from zkop.client import connect
+from zkop.discovery import AsyncServiceDiscovery, Proxy
 from zkop.errors import ZkopError
 from zkop.platform.local import statedir
 from zkop.platform.local.ensemble import LocalEnsemble
+from zkop.platform.local.zookeeper import ensemble_name
+from zkop.store import NotFound, Store
+from zkop.store.apply import apply_all
 from zkop.zk.config import ServerSettings
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+@dataclass
+class Traffic:
+    ok: int = 0
+    failed: int = 0
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -25,24 +48,22 @@ class Tour:
     state_dir: Path
     timings: list[tuple[str, float, str]] = field(default_factory=list)
 
-    async def step(self, title: str, action: Callable[[], Awaitable[str]]) -> None:
+    async def step(self, title: str, action: Callable[[], Awaitable[str]], timeout: float = 120.0) -> None:
         console.rule(f"[bold]{title}")
         started = time.monotonic()
         with console.status(title + " ..."):
-            detail = await action()
+            try:
+                async with asyncio.timeout(timeout):
+                    detail = await action()
+            except TimeoutError:
+                raise ZkopError(f"step {title!r} did not finish within {timeout:.0f}s") from None
         elapsed = time.monotonic() - started
         self.timings.append((title, elapsed, detail))
         console.print(f"[green]done[/] in {elapsed:.2f}s: {detail}")
 
 
-def _client(hosts: str) -> KazooClient:
-    client = KazooClient(hosts=hosts, timeout=10)
-    client.start(timeout=20)
-    return client
-
-
 def demo_config(state_dir: Path) -> Path:
-    """A short session timeout so a killed leader is replaced within a few seconds."""
+    """A short session timeout so a killed operator leader is replaced within seconds."""
     path = state_dir / "demo-operator.yaml"
     path.write_text(
         "apiVersion: zkop.io/v1\nkind: OperatorConfig\nmetadata:\n  name: demo\n"
@@ -51,73 +72,156 @@ def demo_config(state_dir: Path) -> Path:
     return path
 
 
-async def run_demo(state_dir: Path, keep: bool) -> None:
+async def poll(check: Callable[[], Awaitable[Any]], every: float = 0.1) -> Any:
+    """Until ``check()`` returns something truthy (the caller bounds the time)."""
+    while True:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(every)
+
+
+async def http(port: int, method: str, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.0\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+async def run_demo(state_dir: Path) -> None:
+    from zkop.cli import operator as op
+
     tour = Tour(state_dir)
-    ensemble = LocalEnsemble(state_dir, statedir.CONTROL_PLANE)
+    control = LocalEnsemble(state_dir, statedir.CONTROL_PLANE)
+    store: Store | None = None
+    sd: AsyncServiceDiscovery | None = None
+    proxy: Proxy | None = None
+    traffic = Traffic()
+    traffic_task: asyncio.Task[None] | None = None
+
+    async def get_zkc() -> ZookeeperCluster:
+        assert store is not None
+        obj = await store.get("zkc", "default", "orders-zk")
+        assert isinstance(obj, ZookeeperCluster)
+        return obj
+
+    async def get_app() -> Application:
+        assert store is not None
+        obj = await store.get("app", "default", "counter")
+        assert isinstance(obj, Application)
+        return obj
+
+    async def zkc_available(n: int) -> Any:
+        try:
+            s = (await get_zkc()).status
+        except NotFound:
+            return None
+        return s.phase == "Running" and s.ready_replicas == n and s.replicas == n
+
+    async def app_ready(n: int | None = None) -> Any:
+        try:
+            a = await get_app()
+        except NotFound:
+            return None
+        want = n if n is not None else (a.status.desired_replicas or a.spec.replicas)
+        return a.status.ready_replicas == want and len(a.status.endpoints) == want and a.status.replicas == want
 
     async def up() -> str:
-        if not ensemble.exists():
-            ensemble.create(3, settings=ServerSettings(tick_time=1000))
-        ensemble.start()
-        statuses = await ensemble.wait_serving(timeout=90)
-        console.print(table(MEMBER_COLUMNS, member_rows(statuses, ensemble.name)))
-        return f"3 members serving at {ensemble.connection_string()}"
-
-    async def write() -> str:
-        def work() -> str:
-            client = _client(ensemble.connection_string())
-            try:
-                client.ensure_path("/demo")
-                for i in range(100):
-                    client.create(f"/demo/item-{i:03d}", str(i).encode())
-                return str(len(client.get_children("/demo")))
-            finally:
-                client.stop()
-
-        count = await asyncio.to_thread(work)
-        return f"{count} znodes written under /demo"
-
-    async def kill_leader() -> str:
-        leader = await ensemble.leader()
-        if leader is None:
-            raise ZkopError("no leader to kill")
-        ensemble.kill_member(leader)
-        statuses = await ensemble.wait_quorum(timeout=60)
-        new = next(s.id for s in statuses if s.serving and s.state.mode == "leader")
-        return f"killed leader {leader} (kill -9); member {new} leads now"
-
-    async def heal() -> str:
-        down = [s.id for s in await ensemble.observe() if not s.running]
-        ensemble.start(down)
-        await ensemble.wait_serving(timeout=60)
-
-        def count() -> int:
-            client = _client(ensemble.connection_string())
-            try:
-                return len(client.get_children("/demo"))
-            finally:
-                client.stop()
-
-        kept = await asyncio.to_thread(count)
-        if kept != 100:
-            raise ZkopError(f"expected 100 znodes after the restart, found {kept}")
-        return f"restarted member(s) {down}; all {kept} znodes are there"
-
-    async def operators() -> str:
-        from zkop.cli import operator as op
-        from zkop.client import connect
-
+        nonlocal store
+        if not control.exists():
+            control.create(3, settings=ServerSettings(tick_time=1000))
+        control.start()
+        statuses = await control.wait_serving(timeout=90)
+        console.print(table(MEMBER_COLUMNS, member_rows(statuses, control.name)))
         op.start_replicas(state_dir, 2, demo_config(state_dir))
-        data = await op.wait_leader(connect.resolve(None, state_dir), timeout=60)
-        return f"{data['replicas']} replicas; {data['leader']} leads in epoch {data['epoch']}"
+        conn = connect.resolve(None, state_dir)
 
-    async def operator_failover() -> str:
-        import os
-        import signal
+        async def both_in_line() -> Any:
+            data = await op.wait_leader(conn, timeout=60)
+            return data if data["replicas"] >= 2 else None
 
-        from zkop.cli import operator as op
-        from zkop.client import connect
+        data = await poll(both_in_line)
+        client = conn.client()
+        await client.start()
+        store = Store(client, root=conn.root, acl=conn.acl())
+        return f"3 ZooKeeper members; operator replicas {data['candidates']}, {data['leader']} leads"
 
+    async def apply() -> str:
+        assert store is not None
+        objs = []
+        for f in sorted(EXAMPLES.glob("*.yaml")):
+            objs += load_yaml(f.read_text(), source=str(f))
+        results = await apply_all(store, objs)
+        await poll(lambda: zkc_available(3))
+        await poll(app_ready)
+        return ", ".join(f"{o.kind.lower()}/{o.name} {what}" for o, what in results)
+
+    async def start_traffic() -> str:
+        nonlocal sd, proxy, traffic_task
+        conn = connect.resolve(None, state_dir)
+        sd = AsyncServiceDiscovery(conn.hosts, root=conn.root)
+        await sd.start()
+        provider = await sd.provider("default/counter", strategy="least_connections")
+        await provider.cache.wait_for(lambda xs: len(xs) >= 2)
+        proxy = Proxy(provider, attempts=3)
+        port = await proxy.start()
+
+        async def loop() -> None:
+            for _ in range(100_000):  # bounded; stopped at the end of the tour
+                if traffic.stop.is_set():
+                    return
+                try:
+                    data = await asyncio.wait_for(http(port, "GET", "/"), 5)
+                    ok = data.startswith(b"HTTP/1.1 200")
+                except (OSError, TimeoutError):
+                    ok = False
+                traffic.ok += ok
+                traffic.failed += not ok
+                await asyncio.sleep(0.02)
+
+        traffic_task = asyncio.create_task(loop())
+        await poll(lambda: asyncio.sleep(0, traffic.ok >= 10))
+        sample = (await http(port, "GET", "/")).split(b"\r\n\r\n", 1)[-1].decode().strip()
+        return f"proxy on 127.0.0.1:{port} over {len(provider.instances())} endpoints; a reply: {sample!r}"
+
+    async def kill_instance() -> str:
+        app = await get_app()
+        victim = app.status.instances[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        await poll(lambda: _restarted(victim.name, victim.restarts))
+        await poll(app_ready)
+        return f"killed {victim.name} (pid {victim.pid}); restarted and serving again"
+
+    async def _restarted(name: str, restarts: int) -> bool:
+        a = await get_app()
+        return any(i.name == name and i.restarts > restarts and i.ready for i in a.status.instances)
+
+    async def kill_member() -> str:
+        zkc = await get_zkc()
+        ens = LocalEnsemble(state_dir, ensemble_name("default", "orders-zk"))
+        follower = next(m.id for m in zkc.status.members if m.id != zkc.status.leader)
+        old = ens.unit(follower).running()
+        ens.kill_member(follower)
+
+        async def healed() -> bool:
+            r = ens.unit(follower).running()
+            return bool(await zkc_available(3)) and r is not None and (old is None or r.pid != old.pid)
+
+        await poll(healed)
+        return f"killed member {follower} of orders-zk (kill -9); restarted with its id and data"
+
+    async def scale_cluster() -> str:
+        assert store is not None
+        zkc = await get_zkc()
+        await store.update(zkc.model_copy(update={"spec": zkc.spec.model_copy(update={"replicas": 5})}))
+        await poll(lambda: zkc_available(5))
+        zkc = await get_zkc()
+        return f"5 members, config version {zkc.status.config_version}, members {[m.id for m in zkc.status.members]}"
+
+    async def kill_operator_leader() -> str:
         conn = connect.resolve(None, state_dir)
         before = await op.wait_leader(conn, timeout=30)
         n = int(str(before["leader"]).rsplit("-", 1)[1])
@@ -126,44 +230,78 @@ async def run_demo(state_dir: Path, keep: bool) -> None:
             raise ZkopError(f"leader {before['leader']} has no running process")
         os.kill(rec.pid, signal.SIGKILL)
         killed = time.monotonic()
-        while True:
-            after = await op.wait_leader(conn, timeout=60)
-            if after["leader"] != before["leader"]:
-                break
-            await asyncio.sleep(0.05)
+
+        async def new_leader() -> Any:
+            data = await op.wait_leader(conn, timeout=30)
+            return data if data["leader"] != before["leader"] else None
+
+        after = await poll(new_leader)
         took = time.monotonic() - killed
-        # Bring the killed replica back as a standby.
-        op.start_replicas(state_dir, 2, demo_config(state_dir))
+        op.start_replicas(state_dir, 2, demo_config(state_dir))  # the killed one returns as a standby
         return (
-            f"killed {before['leader']} (kill -9, epoch {before['epoch']}); {after['leader']} leads "
-            f"in epoch {after['epoch']} after {took:.2f}s"
+            f"{before['leader']} killed (epoch {before['epoch']}); "
+            f"{after['leader']} leads in epoch {after['epoch']} after {took:.1f}s"
         )
 
-    await tour.step("Start a 3-member control plane", up)
-    await tour.step("Write 100 znodes", write)
-    await tour.step("Kill the ZooKeeper leader", kill_leader)
-    await tour.step("Restart the killed member", heal)
-    await tour.step("Start 2 operator replicas (leader election with fencing)", operators)
-    await tour.step("Kill the operator leader", operator_failover)
+    async def set_load(value: float) -> None:
+        app = await get_app()
+        for inst in app.status.instances:
+            if inst.port:
+                await http(inst.port, "POST", f"/load?value={value}")
 
-    console.rule("[bold]Summary")
-    console.print(
-        table(
-            ("STEP", "SECONDS", "RESULT"),
-            [(title, f"{secs:.2f}", detail) for title, secs, detail in tour.timings],
-        )
-    )
+    async def load_up() -> str:
+        await set_load(30)
+        app = await poll(lambda: _scaled(lambda d: d > 2))
+        await poll(app_ready)
+        return f"load 30 per instance (target 10): desired {app.status.desired_replicas}"
+
+    async def load_down() -> str:
+        await set_load(0)
+        app = await poll(lambda: _scaled(lambda d: d == 2), every=0.5)
+        await poll(app_ready)
+        return f"load 0: back to {app.status.desired_replicas} after the stabilisation window"
+
+    async def _scaled(check: Callable[[int], bool]) -> Application | None:
+        app = await get_app()
+        d = app.status.desired_replicas
+        return app if d is not None and check(d) else None
+
+    try:
+        await tour.step("Control plane: 3 ZooKeeper members and 2 operator replicas", up)
+        await tour.step("Apply examples/: a ZookeeperCluster and the counter Application", apply)
+        await tour.step("Send traffic through the proxy", start_traffic)
+        await tour.step("Kill an application instance", kill_instance)
+        await tour.step("Kill a ZooKeeper member of orders-zk", kill_member)
+        await tour.step("Scale orders-zk from 3 to 5 members", scale_cluster)
+        await tour.step("Kill the operator leader", kill_operator_leader)
+        await tour.step("Raise the load: autoscale up", load_up)
+        await tour.step("Lower the load: autoscale down", load_down, timeout=180)
+    finally:
+        traffic.stop.set()
+        if traffic_task is not None:
+            await traffic_task
+        if proxy is not None:
+            await proxy.stop()
+        if sd is not None:
+            await sd.close()
+        if store is not None:
+            await store.client.stop()
+        if tour.timings:
+            console.rule("[bold]Summary")
+            rows = [(title, f"{secs:.2f}", detail) for title, secs, detail in tour.timings]
+            rows.append(("Requests through the proxy", "", f"{traffic.ok} ok, {traffic.failed} failed"))
+            console.print(table(("STEP", "SECONDS", "RESULT"), rows))
 
 
 def demo(state_dir: Path | None, keep: bool) -> None:
     own = state_dir is None
     root = Path(tempfile.mkdtemp(prefix="zkop-demo-")) if state_dir is None else state_dir
     try:
-        asyncio.run(run_demo(root, keep))
+        asyncio.run(run_demo(root))
     finally:
         if keep:
             console.print(
-                f"left running (--keep); inspect with: ZKOP_STATE_DIR={root} zkop status; "
+                f"left running (--keep); inspect with: ZKOP_STATE_DIR={root} zkop get zkc,app; "
                 f"stop with: ZKOP_STATE_DIR={root} zkop down --purge --yes"
             )
         else:
