@@ -48,7 +48,7 @@ from zkop.testing import running_ensemble
 from zkop.zk import fourlw
 
 POLL = 0.05  # how often the bench reads the stored status (the operator's own periods are untouched)
-DONE_PERIOD = 3.0  # the controller's requeue_after for a Done cluster (controller.py)
+from zkop.controllers.zookeepercluster.controller import DONE_PERIOD
 
 
 def cluster(name: str, replicas: int) -> ZookeeperCluster:

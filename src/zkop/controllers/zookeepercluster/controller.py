@@ -34,6 +34,7 @@ log = logging.getLogger("zkop.zookeepercluster")
 FINALIZER = "zkop.io/zookeepercluster"
 RESTART_ANNOTATION = "zkop.io/restartedAt"
 STATUS_REFRESH = 30.0  # volatile figures (zxid, latency) are refreshed at most this often
+DONE_PERIOD = 1.0  # how often a healthy cluster is looked at (4lw only: no writes)
 STARTUP_GRACE = 60.0  # members started this recently that do not serve yet are booting, not lost
 
 
@@ -189,7 +190,7 @@ class ZookeeperClusterReconciler:
         if error is not None:
             raise error
         if isinstance(action, P.Done):
-            return Result(requeue_after=3.0)
+            return Result(requeue_after=DONE_PERIOD)
         if isinstance(action, P.Degraded):
             return Result(requeue_after=2.0)
         if isinstance(action, P.Wait):
