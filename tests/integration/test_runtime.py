@@ -302,3 +302,31 @@ async def http_get(port: int, path: str) -> str:
     writer.close()
     await writer.wait_closed()
     return data.decode()
+
+
+async def test_controllers_restart_after_leadership_blip(connection: Connection, store: Store) -> None:
+    recorder = Recorder()
+    manager = Manager(
+        connection,
+        ManagerOptions(name="blip", session_timeout=6.0, metrics_port=None),
+        controllers=[Controller("blip", "OperatorConfig", recorder, resync_period=60)],
+    )
+    task = asyncio.create_task(manager.run())
+    try:
+        obj = await store.create(opconfig("blip"))  # type: ignore[arg-type]
+        async with asyncio.timeout(15):
+            while ("default/blip", 1) not in recorder.seen:
+                recorder.changed.clear()
+                await recorder.changed.wait()
+        # What a SUSPENDED blip or a lapsed lease does: the controllers are cancelled mid-term.
+        manager._stop_controllers()
+        spec = obj.spec.model_copy(update={"replicas": 3})  # type: ignore[attr-defined]
+        await store.update(obj.model_copy(update={"spec": spec}))
+        async with asyncio.timeout(15):
+            while ("default/blip", 2) not in recorder.seen:
+                recorder.changed.clear()
+                await recorder.changed.wait()
+        assert manager.leading
+    finally:
+        manager.stop()
+        await task

@@ -68,6 +68,7 @@ class Manager:
         self.leading_since: float | None = None
         self.epoch: int | None = None
         self._controllers_task: asyncio.Task[Any] | None = None
+        self._retired: list[asyncio.Task[Any]] = []
         self._fenced = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -167,6 +168,7 @@ class Manager:
         try:
             while not self.stopping.is_set() and not hold.done() and not self._fenced.is_set():
                 if self.election.leading and self._controllers_task is None:
+                    await self._drain_retired()
                     self._start_controllers(ctx)
                 elif not self.election.leading and self._controllers_task is not None:
                     self._stop_controllers()
@@ -183,10 +185,7 @@ class Manager:
             with contextlib.suppress(BaseException):
                 await hold
             self._stop_controllers()
-            if self._controllers_task is not None:
-                with contextlib.suppress(BaseException):
-                    await self._controllers_task
-            self._controllers_task = None
+            await self._drain_retired()
             if self._fenced.is_set():
                 log.warning("fenced: a newer term exists; stepping down", extra={"manager": name, "epoch": epoch})
             # Giving the term up at once lets a standby lead without waiting for a timeout.
@@ -205,18 +204,23 @@ class Manager:
         self._controllers_task = asyncio.create_task(run_all(), name="controllers")
 
     def _stop_controllers(self) -> None:
+        """Cancel the controllers at once; the cancelled task is awaited before any restart."""
         task = self._controllers_task
-        if task is not None and not task.done():
+        if task is not None:
             task.cancel()
-        if task is not None and task.done():
+            self._retired.append(task)
             self._controllers_task = None
+
+    async def _drain_retired(self) -> None:
+        """Wait until cancelled controllers have stopped, so two sets never run at once."""
+        while self._retired:
+            task = self._retired.pop()
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _shutdown(self) -> None:
         self._stop_controllers()
-        if self._controllers_task is not None:
-            with contextlib.suppress(BaseException):
-                await self._controllers_task
-            self._controllers_task = None
+        await self._drain_retired()
         if self.election is not None:
             await self.election.resign()
         if self.health is not None:

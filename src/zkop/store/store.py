@@ -46,6 +46,7 @@ from zkop.store.selector import Selector, parse_selector
 # Well under ZooKeeper's 1 MB jute.maxbuffer, leaving room for the rest of a transaction.
 MAX_OBJECT_BYTES = 256 * 1024
 MAX_EVENTS_PER_OBJECT = 50
+RELIST_BATCH = 256
 
 
 def now() -> dt.datetime:
@@ -616,7 +617,11 @@ class _Watcher:
         keys: list[str] = []
         for ns, names in zip(namespaces, await asyncio.gather(*(self._names(ns) for ns in namespaces)), strict=True):
             keys.extend(f"{ns}/{n}" for n in sorted(names))
-        fetched = await asyncio.gather(*(self._fetch(k) for k in keys))
+        # In batches: a huge gather would queue every read ahead of everyone else's requests on
+        # the session (a leader's lease confirmation among them) and hold the loop for seconds.
+        fetched: list[tuple[Resource, tuple[int, int]] | CorruptObject | None] = []
+        for start in range(0, len(keys), RELIST_BATCH):
+            fetched += await asyncio.gather(*(self._fetch(k) for k in keys[start : start + RELIST_BATCH]))
         events: list[WatchEvent] = []
         if initial and self.resume_from:
             # Resume: report only what differs from what the consumer already has.
