@@ -1,27 +1,48 @@
-"""A benchmark replica: ``replica.py zkop|kazoo HOSTS USER:PASSWORD IDENTITY SESSION_TIMEOUT``.
+"""A benchmark replica for bench/failover.py.
 
-zkop: a Manager with leader election (no controllers). kazoo: the kazoo Election recipe
-holding leadership until killed. Both print nothing; the benchmark observes ZooKeeper.
+    replica.py zkop HOSTS USER:PASSWORD IDENTITY SESSION_TIMEOUT
+    replica.py kazoo|kazoo-graceful HOSTS USER:PASSWORD IDENTITY SESSION_TIMEOUT
+
+zkop: a Manager with leader election and one trivial controller, the OperatorConfig
+reconciler, whose first act as leader is a fenced status write (``status.leader`` and
+``status.epoch`` of every OperatorConfig). SIGTERM and SIGINT stop it gracefully (it
+resigns and closes its session).
+
+kazoo: ``client.Election(path, identity).run(func)``; ``func`` writes the identity to a
+znode (the leader's first, unfenced, write) and blocks. With ``kazoo`` SIGTERM keeps
+Python's default action (the process dies, its session is left to expire), which is
+what a kazoo program without a signal handler does; ``kazoo-graceful`` handles SIGTERM
+by closing the session. SIGINT always closes the session (the benchmark's cleanup).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from kazoo.client import KazooClient
 
 from zkop.client.connect import Connection
+from zkop.controllers.operatorconfig import OperatorConfigReconciler
+from zkop.runtime.controller import Controller
 from zkop.runtime.manager import Manager, ManagerOptions
+
+KAZOO_ELECTION = "/bench-kazoo-election"
+KAZOO_LEADER_WRITE = "/bench-kazoo-leader"
+MANAGER_NAME = "bench"
 
 
 async def run_zkop(hosts: str, creds: str, identity: str, timeout: float) -> None:
     user, password = creds.split(":", 1)
+    controller = Controller("bench", "OperatorConfig", OperatorConfigReconciler(), workers=1)
     manager = Manager(
         Connection(hosts=hosts, user=user, password=password),
-        ManagerOptions(name="bench", session_timeout=timeout, identity=identity, metrics_port=None),
+        ManagerOptions(name=MANAGER_NAME, session_timeout=timeout, identity=identity, metrics_port=None),
+        controllers=[controller],
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -29,11 +50,28 @@ async def run_zkop(hosts: str, creds: str, identity: str, timeout: float) -> Non
     await manager.run()
 
 
-def run_kazoo(hosts: str, identity: str, timeout: float) -> None:
+def run_kazoo(hosts: str, identity: str, timeout: float, graceful: bool) -> None:
     client = KazooClient(hosts=hosts, timeout=timeout)
+
+    def close(_signum: int, _frame: Any) -> None:
+        try:
+            client.stop()
+            client.close()
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGINT, close)
+    if graceful:
+        signal.signal(signal.SIGTERM, close)
     client.start(timeout=20)
     forever = threading.Event()
-    client.Election("/bench-kazoo-election", identity).run(forever.wait)
+
+    def lead() -> None:
+        client.ensure_path(KAZOO_LEADER_WRITE)
+        client.set(KAZOO_LEADER_WRITE, identity.encode())
+        forever.wait()
+
+    client.Election(KAZOO_ELECTION, identity).run(lead)
 
 
 if __name__ == "__main__":
@@ -41,4 +79,4 @@ if __name__ == "__main__":
     if mode == "zkop":
         asyncio.run(run_zkop(hosts, creds, identity, float(timeout)))
     else:
-        run_kazoo(hosts, identity, float(timeout))
+        run_kazoo(hosts, identity, float(timeout), graceful=mode == "kazoo-graceful")
