@@ -1,7 +1,19 @@
-"""zkop.discovery: a ZooKeeper service registry with client-side load balancing."""
+"""zkop.discovery: a ZooKeeper service registry with client-side load balancing.
 
+- :class:`AsyncServiceDiscovery` / :class:`ServiceDiscovery` (blocking): a session, and
+  ``provider("ns/app", strategy=...)`` for a service, kept current by watches;
+- :class:`ServiceProvider`: ``get_instance(key)``, ``aget_instance``, ``call(key)``,
+  ``note_error`` / ``note_success`` (the down-instance policy);
+- ``register(ns, app, instance)``: ephemeral self-registration with ``report_load``;
+- :class:`Proxy`: an asyncio TCP proxy over a provider (``zkop proxy``);
+- :mod:`zkop.discovery.registry`: the layout, ACLs and the operator's side
+  (``publish_endpoint``, ``withdraw_endpoint``, ``ensure_service``, ``read_loads``).
+"""
+
+from zkop.discovery import registry
 from zkop.discovery.client import (
     AsyncServiceDiscovery,
+    NoInstanceError,
     Registration,
     ServiceCache,
     ServiceDiscovery,
@@ -11,13 +23,21 @@ from zkop.discovery.client import (
 )
 from zkop.discovery.instances import Instance
 from zkop.discovery.proxy import Proxy, ProxyStats
-from zkop.discovery.strategies import STRATEGY_NAMES, DownInstancePolicy, Picker, make_strategy
+from zkop.discovery.registry import (
+    ensure_service,
+    publish_endpoint,
+    read_loads,
+    report_load,
+    withdraw_endpoint,
+)
+from zkop.discovery.strategies import STRATEGY_NAMES, DownInstancePolicy, Picker, Strategy, make_strategy
 
 __all__ = [
     "STRATEGY_NAMES",
     "AsyncServiceDiscovery",
     "DownInstancePolicy",
     "Instance",
+    "NoInstanceError",
     "Picker",
     "Proxy",
     "ProxyStats",
@@ -25,7 +45,14 @@ __all__ = [
     "ServiceCache",
     "ServiceDiscovery",
     "ServiceProvider",
+    "Strategy",
     "SyncRegistration",
     "SyncServiceProvider",
+    "ensure_service",
     "make_strategy",
+    "publish_endpoint",
+    "read_loads",
+    "registry",
+    "report_load",
+    "withdraw_endpoint",
 ]
