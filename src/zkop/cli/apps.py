@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import typer
 
@@ -26,30 +27,54 @@ def _app_name(target: str) -> str:
     return name
 
 
-def _follow(files: list[Path], follow: bool, lines: int) -> None:
-    handles = []
-    for f in files:
-        text = f.read_text(errors="replace").splitlines()[-lines:]
-        prefix = f"[{f.parent.name}] " if len(files) > 1 else ""
-        for line in text:
-            sys.stdout.write(prefix + line + "\n")
-        fh = f.open("r", errors="replace")
-        fh.seek(0, 2)
-        handles.append((prefix, fh))
-    sys.stdout.flush()
-    while follow:
-        wrote = False
-        for prefix, fh in handles:
-            for line in fh.readlines():
-                sys.stdout.write(prefix + line)
-                wrote = True
-        if wrote:
-            sys.stdout.flush()
-        else:
-            time.sleep(0.2)
+def _follow(base: Path, pattern: str, follow: bool, lines: int) -> None:
+    """Print the last ``lines`` of each log; with ``follow``, keep printing what is appended,
+    also from instances that start later (all logs are prefixed by their instance when
+    ``pattern`` can match more than one)."""
+    many = pattern == "*"
+    handles: dict[Path, TextIO] = {}
+
+    def open_new(tail: int | None) -> None:
+        for f in sorted(base.glob(f"{pattern}/instance.log")):
+            if f in handles:
+                continue
+            with contextlib.suppress(OSError):
+                fh = f.open("r", errors="replace")
+                if tail is not None:  # the end is enough
+                    size = fh.seek(0, 2)
+                    fh.seek(max(0, size - 256 * 1024))
+                text = fh.read().splitlines()
+                for line in text[-tail:] if tail is not None else text:
+                    sys.stdout.write((f"[{f.parent.name}] " if many else "") + line + "\n")
+                handles[f] = fh
+        sys.stdout.flush()
+
+    open_new(lines)
+    last_scan = time.monotonic()
+    try:
+        while follow:
+            wrote = False
+            for f, fh in list(handles.items()):
+                for line in fh.readlines():
+                    sys.stdout.write((f"[{f.parent.name}] " if many else "") + line)
+                    wrote = True
+                if not f.exists():  # the instance was removed
+                    fh.close()
+                    handles.pop(f)
+            if time.monotonic() - last_scan > 1.0:
+                open_new(None)  # an instance that started since: all of its log
+                last_scan = time.monotonic()
+            if wrote:
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+    finally:
+        for fh in handles.values():
+            fh.close()
 
 
-async def _scale(conn: connect.Connection, namespace: str, name: str, replicas: int) -> int:
+async def _scale(conn: connect.Connection, namespace: str, name: str, replicas: int) -> tuple[int, bool]:
+    """Set spec.replicas (compare-and-set, retried on conflict): (the old value, autoscaling on)."""
     client = conn.client()
     await client.start(timeout=10)
     try:
@@ -60,7 +85,7 @@ async def _scale(conn: connect.Connection, namespace: str, name: str, replicas: 
             old = obj.spec.replicas
             try:
                 await store.update(obj.model_copy(update={"spec": obj.spec.model_copy(update={"replicas": replicas})}))
-                return old
+                return old, obj.spec.autoscaling is not None
             except Conflict:
                 continue
         raise ZkopError(f"application {namespace}/{name} kept changing; try again")
@@ -81,13 +106,14 @@ def register(app: typer.Typer) -> None:
         """Show an application's instance logs (local platform)."""
         name = _app_name(target)
         base = ctx.obj.state_dir / "apps" / namespace / name
-        files = sorted(base.glob(f"{instance or '*'}/instance.log"))
-        if not files:
+        pattern = instance or "*"
+        if not any(base.glob(f"{pattern}/instance.log")):
             raise ZkopError(
-                f"no logs for application {namespace}/{name}" + (f" instance {instance}" if instance else "")
+                f"no logs for application {namespace}/{name}" + (f" instance {instance}" if instance else ""),
+                hint=f"logs are kept in {base} on the machine that runs the instances (see --state-dir)",
             )
         with contextlib.suppress(KeyboardInterrupt):
-            _follow(files, follow, tail)
+            _follow(base, pattern, follow, tail)
 
     @app.command()
     def scale(
@@ -103,5 +129,10 @@ def register(app: typer.Typer) -> None:
         if resolve_kind(kind).kind != "Application":
             raise ZkopError(f"scale applies to applications, not {kind}")
         conn = connect.resolve(zk, ctx.obj.state_dir, root)
-        old = asyncio.run(_scale(conn, namespace, name, replicas))
+        old, autoscaling = asyncio.run(_scale(conn, namespace, name, replicas))
         console.print(f"application/{name} scaled from {old} to {replicas}")
+        if autoscaling:
+            console.print(
+                "note: autoscaling is on; it decides the running count (status.desiredReplicas) "
+                "within minReplicas..maxReplicas, spec.replicas is only its starting point"
+            )

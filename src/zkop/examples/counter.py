@@ -3,9 +3,16 @@
 Run by zkop with ``PORT``, ``ZK_HOSTS`` (its ZookeeperCluster), ``ZKOP_INSTANCE`` and,
 for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_NAMESPACE``/``ZKOP_APP``.
 
-    GET /           -> "<instance> <count>" (the count is shared by all instances, in ZooKeeper)
+    GET /           -> "<instance> <count>" (the count is shared by all instances of the
+                       application: a kazoo Counter at /counter/<namespace>/<app> in $ZK_HOSTS;
+                       without ZK_HOSTS each instance counts on its own)
     GET /healthz    -> ok (503 after POST /fail, for readiness tests)
     POST /load?value=X -> reports load X for the autoscaler (also ``LOAD`` at start)
+    GET /load       -> the load it reports
+
+The load is reported as an ephemeral znode ``<root>/services/<ns>/<app>/load/<instance>``
+in the control-plane ZooKeeper, through an anonymous session: zkop passes the address,
+never credentials, and the registry folder accepts such creates. It goes with the instance.
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ class Counter:
         if hosts:
             self.zk = KazooClient(hosts, timeout=10)
             self.zk.start(timeout=30)
-            self.shared = self.zk.Counter("/counter/requests")
+            ns, app = os.environ.get("ZKOP_NAMESPACE", "default"), os.environ.get("ZKOP_APP", "counter")
+            self.shared = self.zk.Counter(f"/counter/{ns}/{app}")
+        self.load = 0.0
         self.registry: KazooClient | None = None
         reg_hosts = os.environ.get("ZKOP_REGISTRY_HOSTS")
         if reg_hosts:
@@ -49,6 +58,7 @@ class Counter:
         return int(self.shared.value)
 
     def report_load(self, value: float) -> None:
+        self.load = value
         if self.registry is None:
             return
         root = os.environ.get("ZKOP_REGISTRY_ROOT", "/zkop").rstrip("/")
@@ -80,6 +90,8 @@ async def handle(counter: Counter, reader: asyncio.StreamReader, writer: asyncio
         elif url.path == "/recover" and method == "POST":
             counter.healthy = True
             body = b"ok\n"
+        elif url.path == "/load" and method == "GET":
+            body = f"{counter.load}\n".encode()
         elif url.path == "/load" and method == "POST":
             value = float(parse_qs(url.query).get("value", ["0"])[0])
             await asyncio.to_thread(counter.report_load, value)

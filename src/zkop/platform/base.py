@@ -18,6 +18,17 @@ from zkop.zk.fourlw import ServerState
 
 
 @dataclass(frozen=True)
+class Resources:
+    """CPU (cores) and memory (bytes), as requested by an instance or offered by a machine."""
+
+    cpu: float = 0.0
+    memory: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(self.cpu + other.cpu, self.memory + other.memory)
+
+
+@dataclass(frozen=True)
 class MemberSpec:
     """What one ZooKeeper member should be."""
 

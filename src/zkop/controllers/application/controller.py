@@ -1,10 +1,37 @@
 """The Application controller on the local platform.
 
-Each reconcile observes the instances (processes, probes), decides with the pure
-helpers in :mod:`.plan` and :mod:`.autoscale`, acts under the leader's fence, publishes
-the ready instances as endpoints, and writes status. Probe results and autoscaling
-history live in memory: a restarted operator re-probes (instances are not ready until
-probed) and waits a stabilisation window before scaling down.
+Each reconcile observes the instances (processes, exit statuses, probes, the endpoints in
+the registry), decides with the pure helpers in :mod:`.plan` and :mod:`.autoscale`, acts
+under the leader's fence (platform actions in ``fence.hold(epoch)``, registry writes in
+transactions that check the epoch), and writes status. It asks to run again within the
+shortest probe period, so probes run periodically and an instance that fails or dies
+leaves the registry within one period: the reconcile *is* the prober, level-triggered.
+
+Decisions worth knowing:
+
+- **Scaling writes status, not spec.** ``spec.replicas`` stays the user's (the starting
+  point when autoscaling); the autoscaler's answer is ``status.desiredReplicas`` and that
+  many instances run. ``zkop scale`` changes ``spec.replicas``, which autoscaling, when
+  on, overrides within its bounds.
+- **Memory, not ZooKeeper, holds probe results and autoscaling history.** A restarted (or
+  new leader) operator adopts running instances; an instance whose endpoint is in the
+  registry counts as ready until its next probe says otherwise (no flapping on failover),
+  and the autoscaler records the current count as its first recommendation, so it waits a
+  full stabilisation window before scaling down.
+- **Load metrics**: each instance reports its load itself, as an ephemeral znode under
+  ``services/<ns>/<app>/load/<instance>`` in the control-plane ZooKeeper (the registry
+  folders accept anonymous creates there; instances get only the address,
+  ``ZKOP_REGISTRY_HOSTS``, never control-plane credentials). The controller reads the
+  loads of ready instances. CPU utilisation is measured by the controller (cgroup
+  accounting or the process tree's CPU time) relative to ``resources.requests.cpu``
+  (one core when no request is given).
+- **Bad input never loops wildly**: a start that cannot work (command not found, a fixed
+  port in use, a missing workingDir) leaves the instance ``Failed`` with the reason and is
+  retried with the crash-loop backoff, so fixing the machine fixes the application; a
+  missing ``clusterRef`` starts nothing new and says so in the ``ClusterReady`` condition.
+- ``ZK_HOSTS`` is read from the ZookeeperCluster's status when an instance starts; a later
+  change of that connection string (the cluster was scaled) does not restart instances,
+  a change of ``clusterRef`` does (it is part of the template hash).
 """
 
 from __future__ import annotations
@@ -20,20 +47,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import psutil
+from kazoo.exceptions import NoNodeError
 
-from zkop.api import Application, Condition, ZookeeperCluster
+from zkop.api import Application, Condition, Resource, ZookeeperCluster
 from zkop.api.application import InstanceStatus, Probe
-from zkop.client.bridge import Op
+from zkop.client.bridge import Op, TransactionFailed
 from zkop.controllers.application import plan as P
-from zkop.controllers.application.autoscale import MetricSamples, Recommendations
+from zkop.controllers.application.autoscale import MetricSamples, Recommendations, ScaleDecision
 from zkop.discovery import registry
 from zkop.discovery.instances import Instance
+from zkop.platform.base import Resources
 from zkop.platform.local import probes
-from zkop.platform.local.instances import InstanceRecord, LocalInstances, StartFailed
-from zkop.runtime.controller import Context, Controller
+from zkop.platform.local.fence import FencedError
+from zkop.platform.local.instances import InstanceRecord, Limits, LocalInstances, StartFailed, env_name
+from zkop.runtime.controller import Context, Controller, Watch
 from zkop.runtime.result import Request, Result
-from zkop.store import Conflict, NotFound
+from zkop.store import Conflict, Fenced, NotFound
 from zkop.store.store import now as store_now
 
 log = logging.getLogger("zkop.application")
@@ -41,19 +70,31 @@ log = logging.getLogger("zkop.application")
 FINALIZER = "zkop.io/application"
 HOST = "127.0.0.1"
 DRAIN_SECONDS = 1.0  # between withdrawing an endpoint and stopping its instance
+MAX_REQUEUE = 2.0  # look at least this often (death is noticed within it)
+PENDING_EXTRA = "pending"
+# The operator's own settings (credentials among them) are not passed on to instances.
+PRIVATE_ENV_PREFIX = "ZKOP_"
 
 
 def template_hash(app: Application) -> str:
-    data = app.spec.template.model_dump(mode="json") | {"resources": app.spec.resources.model_dump(mode="json")}
+    """What an instance is started from: a change rolls the instances."""
+    spec = app.spec
+    data = {
+        "template": spec.template.model_dump(mode="json"),
+        "resources": spec.resources.model_dump(mode="json"),
+    }
+    if spec.zookeeper is not None:
+        data["zookeeper"] = spec.zookeeper.model_dump(mode="json")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
 class ProbeState:
+    pid: int  # the run it is about: a restarted instance is probed afresh
+    ready: bool = False
     successes: int = 0
     failures: int = 0
     last: float = 0.0
-    ready: bool = False
 
 
 @dataclass
@@ -61,7 +102,7 @@ class AppMemory:
     readiness: dict[str, ProbeState] = field(default_factory=dict)
     liveness: dict[str, ProbeState] = field(default_factory=dict)
     recommendations: Recommendations | None = None
-    cpu: dict[int, psutil.Process] = field(default_factory=dict)
+    cpu: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # name -> (pid, monotonic, cpu s)
 
 
 class ApplicationReconciler:
@@ -69,146 +110,110 @@ class ApplicationReconciler:
         self.instances = instances
         self.root = registry_root
         self.memory: dict[str, AppMemory] = {}
-        self._loads: dict[str, dict[str, float]] = {}  # reported loads of ready instances, per app
+        self.refs: dict[tuple[str, str], set[Request]] = {}  # ZookeeperCluster -> applications using it
+        self._placing = asyncio.Lock()  # capacity check and placement, across applications
+        self._ensured: set[str] = set()  # applications whose registry folders exist
+
+    def apps_using(self, obj: Resource) -> list[Request]:
+        """Applications to look at again when a ZookeeperCluster changes."""
+        return list(self.refs.get((obj.namespace, obj.name), ()))
+
+    # ---- the reconcile ----------------------------------------------------------------
 
     async def reconcile(self, request: Request, ctx: Context) -> Result:
         try:
+            return await self._reconcile(request, ctx)
+        except FencedError as exc:
+            # The platform refused an action of an old term: this replica was deposed.
+            raise Fenced(str(exc), hint="this operator replica is no longer the leader") from None
+
+    async def _reconcile(self, request: Request, ctx: Context) -> Result:
+        try:
             app = await ctx.store.get("Application", request.namespace, request.name)
         except NotFound:
-            self.memory.pop(request.key, None)
+            # Gone without its finalizer having run (removed by hand): nothing of it may stay.
+            ns, name = request.namespace, request.name
+            if await asyncio.to_thread(self.instances.records, ns, name):
+                await self._withdraw(ctx, ns, name, await self._endpoints(ctx, ns, name))
+                await asyncio.to_thread(self.instances.remove_app, ns, name, epoch=ctx.epoch)
+            self._forget(request)
             return Result()
         assert isinstance(app, Application)
-        ns, name = app.namespace, app.name
         if app.metadata.deletion_timestamp is not None:
-            await self._withdraw_all(ctx, app, {r.name for r in self.instances.records(ns, name)})
-            await asyncio.to_thread(self.instances.remove_app, ns, name, epoch=ctx.epoch)
-            meta = app.metadata.model_copy(
-                update={"finalizers": [f for f in app.metadata.finalizers if f != FINALIZER]}
-            )
-            with contextlib.suppress(Conflict, NotFound):
-                await ctx.store.update(app.model_copy(update={"metadata": meta}))
-            self.memory.pop(request.key, None)
+            await self._finalize(ctx, app)
+            self._forget(request)
             return Result()
         if FINALIZER not in app.metadata.finalizers:
             meta = app.metadata.model_copy(update={"finalizers": [*app.metadata.finalizers, FINALIZER]})
             with contextlib.suppress(Conflict):
                 await ctx.store.update(app.model_copy(update={"metadata": meta}))
             return Result(requeue_after=0.0)
+
+        ns, name = app.namespace, app.name
         mem = self.memory.setdefault(request.key, AppMemory())
-
-        # The ZooKeeper the instances use.
         zk_hosts, ref_problem = await self._cluster_hosts(ctx, app)
-        if ref_problem is not None:
-            await self._write_status(ctx, app, [], mem, None, None, conditions={"ClusterReady": (False, *ref_problem)})
-            return Result(requeue_after=2.0)
-
-        now = time.time()
         thash = template_hash(app)
-        records = self.instances.records(ns, name)
-        # Observe: processes, crashes, probes.
+        present = await self._endpoints(ctx, app.namespace, app.name)
+        for broken in await asyncio.to_thread(self.instances.corrupt, ns, name):
+            await ctx.event(app, "Warning", "CorruptInstanceRecord", f"{broken}: unreadable record; stopping it")
+            await self._withdraw(ctx, app.namespace, app.name, {broken} & present)
+            await asyncio.to_thread(self.instances.stop, ns, name, broken, epoch=ctx.epoch, remove=True)
+        records = await asyncio.to_thread(self.instances.records, ns, name)
+
+        # Observe and supervise: exits, restarts, placement of pending instances; then probe.
         for rec in records:
-            if rec.failed_reason:
-                continue
-            running = self.instances.running(ns, name, rec.name)
-            if running is None:
-                await self._note_exit(ctx, app, rec, now)
-                if rec.next_start <= now:
-                    await self._start(ctx, app, rec, zk_hosts)
-            elif rec.crashes and now - running.started_at > P.STABLE_RUN:
-                rec.crashes = 0  # it has run long enough: the next crash starts the backoff over
-                self.instances.save(ns, name, rec)
-        await self._probe_all(ctx, app, records, mem, now)
+            await self._supervise(ctx, app, rec, zk_hosts, ref_problem)
+        await self._probe_all(ctx, app, records, mem, present)
 
-        # Desired count: the autoscaler's, else the spec's.
-        desired, metric, scaled = self._desired(app, records, mem, now)
-        if scaled:
-            await ctx.event(app, "Normal", "Scaled", f"desired replicas {app.status.desired_replicas} -> {desired}")
-        view = [
-            P.Inst(
-                name=r.name,
-                index=r.index,
-                updated=r.template_hash == thash,
-                ready=mem.readiness.get(r.name, ProbeState()).ready,
-                alive=r.failed_reason is None,
-            )
-            for r in records
-        ]
-        failed = [r for r in records if r.failed_reason]
-        step = P.rollout(
-            [v for v in view if v.alive],
-            desired,
-            app.spec.strategy.rolling_update.max_surge,
-            app.spec.strategy.rolling_update.max_unavailable,
-        )
-        fixed_port = next((p.container_port for p in app.spec.template.ports if p.container_port), None)
-        pending_reason = self._capacity_problem(app, len(records) + step.start)
-        for _ in range(step.start):
-            if pending_reason:
-                break
-            rec = await asyncio.to_thread(self.instances.create, ns, name, thash, fixed_port, epoch=ctx.epoch)
-            records.append(rec)
-            await self._start(ctx, app, rec, zk_hosts)
-        stopped = set(step.stop)
-        # A failed instance of an old template is replaced like any old one.
-        stopped |= {r.name for r in failed if r.template_hash != thash}
-        if stopped:
-            await self._withdraw_all(ctx, app, stopped)
-            # Give discovery caches time to drop the endpoints and in-flight calls time to finish.
-            await asyncio.sleep(DRAIN_SECONDS)
-            for victim in stopped:
-                await asyncio.to_thread(self.instances.stop, ns, name, victim, epoch=ctx.epoch, remove=True)
-                mem.readiness.pop(victim, None)
-                mem.liveness.pop(victim, None)
-            records = [r for r in records if r.name not in stopped]
-            await ctx.event(app, "Normal", "InstancesStopped", ", ".join(sorted(stopped)))
+        # Decide: how many, and which to start and stop.
+        desired, decision = await self._desired(ctx, app, records, mem)
+        scaled = decision is not None and desired != self._current(app)
+        if scaled and decision is not None:
+            await ctx.event(app, "Normal", "Scaled", f"replicas {self._current(app)} -> {desired}: {decision.reason}")
+        view = [P.Inst(r.name, r.index, r.template_hash == thash, self._ready(mem, r)) for r in records]
+        rolling = app.spec.strategy.rolling_update
+        step = P.rollout(view, desired, rolling.max_surge, rolling.max_unavailable)
 
-        # Endpoints: ready instances only.
-        ready = [
-            r
-            for r in records
-            if mem.readiness.get(r.name, ProbeState()).ready and self.instances.running(ns, name, r.name) is not None
-        ]
-        await self._sync_endpoints(ctx, app, ready, records)
-        conditions = {"ClusterReady": (True, "Resolved", zk_hosts or "no clusterRef")}
-        if pending_reason:
-            conditions["Schedulable"] = (False, "InsufficientResources", pending_reason)
-        else:
-            conditions["Schedulable"] = (True, "Fits", "")
-        await self._write_status(
-            ctx,
-            app,
-            records,
-            mem,
-            desired,
-            metric,
-            conditions=conditions,
-            scaled_at=store_now() if scaled else None,
-            pending=pending_reason,
-        )
-        period = min([p.period_seconds for p in (app.spec.probes.readiness, app.spec.probes.liveness) if p] or [2])
-        waits = [r.next_start - now for r in records if r.next_start > now and not r.failed_reason]
-        return Result(requeue_after=max(0.2, min([float(period), *waits, 2.0])))
+        if step.stop:
+            victims = [r for r in records if r.name in step.stop]
+            await self._stop(ctx, app, victims, mem, present)
+            records = [r for r in records if r.name not in step.stop]
+        if step.start and ref_problem is None:
+            records += await self._create(ctx, app, step.start, thash, zk_hosts)
 
-    # ---- pieces ---------------------------------------------------------------------
+        ready = [r for r in records if self._ready(mem, r)]
+        await self._sync_endpoints(ctx, app, ready, present)
+        await self._write_status(ctx, app, records, mem, desired, decision, scaled, zk_hosts, ref_problem)
+        return Result(requeue_after=self._next_look(app, records))
+
+    # ---- the ZooKeeper the instances use ------------------------------------------------
 
     async def _cluster_hosts(self, ctx: Context, app: Application) -> tuple[str, tuple[str, str] | None]:
+        for users in self.refs.values():
+            users.discard(Request(app.namespace, app.name))
         ref = app.spec.zookeeper.cluster_ref if app.spec.zookeeper else None
         if ref is None:
             return "", None
         ns = ref.namespace or app.namespace
+        self.refs.setdefault((ns, ref.name), set()).add(Request(app.namespace, app.name))
         try:
             zkc = await ctx.store.get("ZookeeperCluster", ns, ref.name)
         except NotFound:
-            return "", ("ClusterNotFound", f"zookeepercluster {ns}/{ref.name} does not exist; nothing started")
+            return "", (
+                "ClusterNotFound",
+                f"zookeepercluster {ns}/{ref.name} (spec.zookeeper.clusterRef) does not exist; no instance is started",
+            )
         assert isinstance(zkc, ZookeeperCluster)
         if not zkc.status.connection_string or not zkc.status.ready_replicas:
-            return "", ("ClusterNotReady", f"zookeepercluster {ns}/{ref.name} is not serving yet")
+            return "", ("ClusterNotReady", f"zookeepercluster {ns}/{ref.name} is not serving yet; waiting")
         return zkc.status.connection_string, None
 
+    # ---- instances ---------------------------------------------------------------------
+
     def _env(self, app: Application, rec: InstanceRecord, zk_hosts: str, ctx: Context) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV_PREFIX)}
         # The operator's own Python comes first on PATH, so `python3 -m ...` finds zkop's libraries.
-        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         if app.spec.resources.limits.memory is not None:
             env.setdefault("MALLOC_ARENA_MAX", "2")  # RLIMIT_AS counts reserved arenas, not use
         for var in app.spec.template.env:
@@ -218,191 +223,401 @@ class ApplicationReconciler:
             "ZKOP_NAMESPACE": app.namespace,
             "ZKOP_APP": app.name,
             "PORT": str(rec.port),
+            **{env_name(n): str(p) for n, p in rec.ports.items()},
             "ZK_HOSTS": zk_hosts,
-            # Where instances report their load (anonymous, ephemeral znodes).
+            # Where instances report their load: an address only (anonymous, ephemeral znodes).
             "ZKOP_REGISTRY_HOSTS": ctx.store.client.hosts,
             "ZKOP_REGISTRY_ROOT": self.root,
         }
         return env
 
-    async def _note_exit(self, ctx: Context, app: Application, rec: InstanceRecord, now: float) -> None:
-        """An instance whose process is gone crashed (or was killed): schedule its restart with backoff."""
+    async def _supervise(
+        self, ctx: Context, app: Application, rec: InstanceRecord, zk_hosts: str, ref_problem: tuple[str, str] | None
+    ) -> None:
         ns, name = app.namespace, app.name
-        unit = self.instances.unit(ns, name, rec.name)
-        if unit.record() is None:
-            return  # never started, or its exit was already noted
-        rec.last_exit = self.instances.exit_status(ns, name, rec.name)
+        now = time.time()
+        if rec.pending is not None:
+            if ref_problem is not None:
+                return
+            async with self._placing:
+                committed = await asyncio.to_thread(self.instances.committed, (ns, name, rec.name))
+                reason = P.unschedulable(rec.request, committed, self.instances.capacity())
+                if reason is not None:
+                    if reason != rec.pending:
+                        rec.pending = reason
+                        await self._save(ctx, app, rec)
+                    return
+                rec.pending = None
+                await self._save(ctx, app, rec)
+                await self._start(ctx, app, rec, zk_hosts)
+            return
+        running = await asyncio.to_thread(self.instances.running, ns, name, rec.name)
+        if running is not None:
+            if rec.crashes and now - running.started_at > P.STABLE_RUN:
+                rec.crashes = 0  # it has run long enough: the next crash starts the backoff over
+                await self._save(ctx, app, rec)
+            return
+        if self.instances.started(ns, name, rec.name) is not None:
+            await self._note_exit(ctx, app, rec, now)
+        if rec.next_start > now:
+            return
+        hosts = zk_hosts if ref_problem is None else rec.zk_hosts
+        if ref_problem is not None and app.spec.zookeeper is not None and not hosts:
+            return  # never started, and its ZooKeeper is unknown
+        await self._start(ctx, app, rec, hosts)
+
+    async def _save(self, ctx: Context, app: Application, rec: InstanceRecord) -> None:
+        # In a thread: the fence's lock may be held for a while by another action.
+        await asyncio.to_thread(self.instances.save, app.namespace, app.name, rec, epoch=ctx.epoch)
+
+    async def _note_exit(self, ctx: Context, app: Application, rec: InstanceRecord, now: float) -> None:
+        """The process of an instance's last run is gone: note how it ended, schedule a restart."""
+        ns, name = app.namespace, app.name
+        started = self.instances.started(ns, name, rec.name)
+        rec.last_exit = await asyncio.to_thread(self.instances.exit_status, ns, name, rec.name)
+        rec.last_run = max(0.0, now - started.started_at) if started else None
+        rec.last_reason = rec.killed_for or ("Completed" if rec.last_exit == 0 else "Error")
+        rec.killed_for = None
         rec.crashes += 1
         rec.restarts += 1
         delay = P.crash_backoff(rec.crashes)
         rec.next_start = now + delay
-        unit.forget()
-        self.instances.save(ns, name, rec)
+        await asyncio.to_thread(self.instances.forget_run, ns, name, rec.name, epoch=ctx.epoch)
+        await self._save(ctx, app, rec)
         reason = "BackOff" if rec.crashes > 1 else "Restarting"
-        await ctx.event(app, "Warning", reason, f"{rec.name} exited (code {rec.last_exit}); restart in {delay:.0f}s")
+        ran = f" after {rec.last_run:.1f}s" if rec.last_run is not None else ""
+        await ctx.event(
+            app,
+            "Warning",
+            reason,
+            f"{rec.name} exited ({P.describe_exit(rec.last_exit)}){ran}; restart in {delay:.0f}s",
+        )
 
     async def _start(self, ctx: Context, app: Application, rec: InstanceRecord, zk_hosts: str) -> None:
         ns, name = app.namespace, app.name
-        argv = [*app.spec.template.command, *app.spec.template.args]
-        memory = app.spec.resources.limits.memory
+        template = app.spec.template
+        lim = app.spec.resources.limits
+        limits = Limits(
+            memory=int(lim.memory.bytes) if lim.memory is not None else None,
+            cpu=float(lim.cpu.cores) if lim.cpu is not None else None,
+        )
         try:
             await asyncio.to_thread(
                 self.instances.start,
                 ns,
                 name,
                 rec,
-                argv,
+                [*template.command, *template.args],
                 self._env(app, rec, zk_hosts, ctx),
-                app.spec.template.working_dir,
-                int(memory.bytes) if memory else None,
+                template.working_dir,
+                limits,
                 epoch=ctx.epoch,
             )
         except StartFailed as exc:
-            rec.failed_reason, rec.failed_message = exc.reason, exc.message
-            await ctx.event(app, "Warning", exc.reason, f"{rec.name}: {exc.message}")
-        self.instances.save(ns, name, rec)
+            rec.start_failures += 1
+            rec.next_start = time.time() + P.crash_backoff(rec.start_failures)
+            if rec.start_error != [exc.reason, exc.message]:
+                await ctx.event(app, "Warning", exc.reason, f"{rec.name}: {exc.message}")
+            rec.start_error = [exc.reason, exc.message]
+        else:
+            rec.start_error, rec.start_failures, rec.zk_hosts = None, 0, zk_hosts
+        await self._save(ctx, app, rec)
 
-    async def _check(self, probe: Probe, app: Application, rec: InstanceRecord) -> bool:
-        timeout = float(probe.timeout_seconds)
-        if probe.tcp is not None:
-            return await probes.tcp(HOST, self._port(app, rec, probe.tcp.port), timeout)
-        if probe.http is not None:
-            return await probes.http(HOST, self._port(app, rec, probe.http.port), probe.http.path, timeout)
-        if probe.exec is not None:
-            return await probes.run_command(list(probe.exec.command), timeout)
-        return True
+    async def _create(
+        self, ctx: Context, app: Application, count: int, thash: str, zk_hosts: str
+    ) -> list[InstanceRecord]:
+        ns, name = app.namespace, app.name
+        req = app.spec.resources.requests
+        request = Resources(
+            float(req.cpu.cores) if req.cpu is not None else 0.0,
+            int(req.memory.bytes) if req.memory is not None else 0,
+        )
+        ports = [(p.name, p.container_port or None) for p in app.spec.template.ports]
+        created: list[InstanceRecord] = []
+        async with self._placing:
+            for _ in range(count):
+                committed = await asyncio.to_thread(self.instances.committed)
+                pending = P.unschedulable(request, committed, self.instances.capacity())
+                rec = await asyncio.to_thread(
+                    self.instances.create, ns, name, thash, ports, request, pending=pending, epoch=ctx.epoch
+                )
+                created.append(rec)
+                if pending is not None:
+                    await ctx.event(app, "Warning", "FailedScheduling", f"{rec.name}: {pending}")
+                    continue
+                await self._start(ctx, app, rec, zk_hosts)
+        await ctx.event(app, "Normal", "Created", ", ".join(r.name for r in created))
+        return created
+
+    async def _stop(
+        self, ctx: Context, app: Application, victims: list[InstanceRecord], mem: AppMemory, present: set[str]
+    ) -> None:
+        names = {r.name for r in victims}
+        withdrawn = names & present
+        await self._withdraw(ctx, app.namespace, app.name, withdrawn)
+        present -= withdrawn
+        if withdrawn:
+            # Discovery caches drop the endpoints; calls in flight finish.
+            await asyncio.sleep(DRAIN_SECONDS)
+        for rec in victims:
+            await asyncio.to_thread(
+                self.instances.stop, app.namespace, app.name, rec.name, epoch=ctx.epoch, remove=True
+            )
+            for states in (mem.readiness, mem.liveness, mem.cpu):
+                states.pop(rec.name, None)
+        await ctx.event(app, "Normal", "InstancesStopped", ", ".join(sorted(names)))
+
+    async def _finalize(self, ctx: Context, app: Application) -> None:
+        """Deleting: withdraw every endpoint, stop every instance, then let the object go."""
+        if FINALIZER not in app.metadata.finalizers:
+            return
+        present = await self._endpoints(ctx, app.namespace, app.name)
+        await self._withdraw(ctx, app.namespace, app.name, present)
+        await asyncio.to_thread(self.instances.remove_app, app.namespace, app.name, epoch=ctx.epoch)
+        await ctx.event(app, "Normal", "Deleted", "instances stopped and endpoints withdrawn")
+        meta = app.metadata.model_copy(update={"finalizers": [f for f in app.metadata.finalizers if f != FINALIZER]})
+        with contextlib.suppress(Conflict, NotFound):
+            await ctx.store.update(app.model_copy(update={"metadata": meta}))
+
+    def _forget(self, request: Request) -> None:
+        self.memory.pop(request.key, None)
+        self._ensured.discard(request.key)
+        for users in self.refs.values():
+            users.discard(request)
+
+    # ---- probes -----------------------------------------------------------------------
 
     @staticmethod
-    def _port(app: Application, rec: InstanceRecord, ref: int | str) -> int:
+    def _ready(mem: AppMemory, rec: InstanceRecord) -> bool:
+        state = mem.readiness.get(rec.name)
+        return state is not None and state.ready
+
+    @staticmethod
+    def _port(rec: InstanceRecord, ref: int | str) -> int:
         if isinstance(ref, int):
             return ref
-        # A named port is the instance's port: one port per instance on the local platform.
-        return rec.port
+        return rec.ports.get(ref, rec.port)
+
+    async def _check(self, ctx: Context, app: Application, probe: Probe, rec: InstanceRecord) -> bool:
+        timeout = float(probe.timeout_seconds)
+        if probe.tcp is not None:
+            return await probes.tcp(HOST, self._port(rec, probe.tcp.port), timeout)
+        if probe.http is not None:
+            return await probes.http(HOST, self._port(rec, probe.http.port), probe.http.path, timeout)
+        if probe.exec is not None:
+            env = self._env(app, rec, rec.zk_hosts, ctx)
+            return await probes.run_command(list(probe.exec.command), timeout, env, app.spec.template.working_dir)
+        return True
 
     async def _probe_all(
-        self, ctx: Context, app: Application, records: list[InstanceRecord], mem: AppMemory, now: float
+        self, ctx: Context, app: Application, records: list[InstanceRecord], mem: AppMemory, present: set[str]
     ) -> None:
         ns, name = app.namespace, app.name
+        spec = app.spec.probes
 
         async def one(rec: InstanceRecord) -> None:
             running = self.instances.running(ns, name, rec.name)
-            rstate = mem.readiness.setdefault(rec.name, ProbeState())
             if running is None:
-                rstate.ready, rstate.successes = False, 0
+                mem.readiness.pop(rec.name, None)
+                mem.liveness.pop(rec.name, None)
                 return
+            now = time.time()
+            rstate = mem.readiness.get(rec.name)
+            if rstate is None or rstate.pid != running.pid:
+                # First sight of this run. An operator that just took over trusts the registry
+                # until the next probe: an endpoint there was ready a moment ago.
+                adopted = rstate is None and rec.name in present and spec.readiness is not None
+                rstate = mem.readiness[rec.name] = ProbeState(running.pid, ready=adopted)
+            lstate = mem.liveness.get(rec.name)
+            if lstate is None or lstate.pid != running.pid:
+                lstate = mem.liveness[rec.name] = ProbeState(running.pid, ready=True)
             age = now - running.started_at
-            for kind, probe, state in (
-                ("readiness", app.spec.probes.readiness, rstate),
-                ("liveness", app.spec.probes.liveness, mem.liveness.setdefault(rec.name, ProbeState())),
-            ):
-                if probe is None:
-                    if kind == "readiness":
-                        state.ready = True
-                    continue
-                if age < probe.initial_delay_seconds or now - state.last < probe.period_seconds * 0.9:
-                    continue
-                state.last = now
-                if await self._check(probe, app, rec):
-                    state.successes, state.failures = state.successes + 1, 0
-                    if state.successes >= probe.success_threshold:
-                        state.ready = True
+            if spec.readiness is None:
+                rstate.ready = True
+            elif self._due(spec.readiness, rstate, age, now):
+                if await self._check(ctx, app, spec.readiness, rec):
+                    rstate.successes, rstate.failures = rstate.successes + 1, 0
+                    if rstate.successes >= spec.readiness.success_threshold:
+                        rstate.ready = True
                 else:
-                    state.failures, state.successes = state.failures + 1, 0
-                    if state.failures >= probe.failure_threshold:
-                        state.ready = False
-                        if kind == "liveness":
-                            await ctx.event(app, "Warning", "Unhealthy", f"{rec.name}: liveness failed; restarting")
-                            await asyncio.to_thread(self.instances.kill, ns, name, rec.name, epoch=ctx.epoch)
-                            state.failures = 0
+                    rstate.failures, rstate.successes = rstate.failures + 1, 0
+                    if rstate.failures >= spec.readiness.failure_threshold:
+                        rstate.ready = False
+            if spec.liveness is not None and self._due(spec.liveness, lstate, age, now):
+                if await self._check(ctx, app, spec.liveness, rec):
+                    lstate.failures = 0
+                else:
+                    lstate.failures += 1
+                    if lstate.failures >= spec.liveness.failure_threshold:
+                        rstate.ready = lstate.ready = False
+                        rec.killed_for = "LivenessProbeFailed"
+                        await self._save(ctx, app, rec)
+                        await ctx.event(
+                            app,
+                            "Warning",
+                            "Unhealthy",
+                            f"{rec.name}: liveness probe failed {lstate.failures} times; restarting",
+                        )
+                        await asyncio.to_thread(self.instances.kill, ns, name, rec.name, epoch=ctx.epoch)
 
-        await asyncio.gather(*(one(r) for r in records if not r.failed_reason))
+        await asyncio.gather(*(one(r) for r in records if r.pending is None))
 
-    def _desired(
-        self, app: Application, records: list[InstanceRecord], mem: AppMemory, now: float
-    ) -> tuple[int, float | None, bool]:
+    @staticmethod
+    def _due(probe: Probe, state: ProbeState, age: float, now: float) -> bool:
+        if age < probe.initial_delay_seconds or now - state.last < probe.period_seconds * 0.9:
+            return False
+        state.last = now
+        return True
+
+    # ---- scaling ----------------------------------------------------------------------
+
+    @staticmethod
+    def _current(app: Application) -> int:
+        if app.spec.autoscaling is not None and app.status.desired_replicas is not None:
+            return app.status.desired_replicas
+        return app.spec.replicas
+
+    async def _desired(
+        self, ctx: Context, app: Application, records: list[InstanceRecord], mem: AppMemory
+    ) -> tuple[int, ScaleDecision | None]:
         auto = app.spec.autoscaling
         if auto is None:
-            return app.spec.replicas, None, False
-        current = app.status.desired_replicas or app.spec.replicas
+            mem.recommendations = None
+            return app.spec.replicas, None
+        window = float(auto.scale_down_stabilization_seconds)
         if mem.recommendations is None:
-            mem.recommendations = Recommendations(window=float(auto.scale_down_stabilization_seconds))
+            mem.recommendations = Recommendations(window=window)
+        mem.recommendations.window = window
+        ready = {r.name for r in records if self._ready(mem, r)}
         samples: list[MetricSamples] = []
-        for metric in auto.metrics or []:
+        for metric in auto.metrics:
             if metric.type == "load":
-                values = self._loads.get(app.key, {})
-                target = float(metric.target_value or 1.0)
-                samples.append(MetricSamples(target=target, samples=dict(values), name="load"))
+                loads = await registry.read_loads(ctx.store.client, self.root, app.namespace, app.name)
+                values = {k: v for k, v in loads.items() if k in ready}
+                samples.append(MetricSamples(float(metric.target_value or 1.0), values, "load"))
             else:
-                values = self._cpu(app, records, mem)
-                samples.append(MetricSamples(target=float(metric.target_utilization or 80), samples=values, name="cpu"))
+                values = self._cpu(app, [r for r in records if r.name in ready], mem)
+                samples.append(MetricSamples(float(metric.target_utilization or 80), values, "cpu"))
         decision = mem.recommendations.decide_many(
-            current_replicas=current,
+            current_replicas=self._current(app),
             metrics=samples,
             min_replicas=auto.min_replicas,
             max_replicas=auto.max_replicas,
-            now=now,
+            now=time.monotonic(),
         )
-        return decision.desired, decision.metric, decision.desired != current
+        return decision.desired, decision
 
     def _cpu(self, app: Application, records: list[InstanceRecord], mem: AppMemory) -> dict[str, float]:
+        """CPU use of each ready instance since the last look, in percent of its CPU request."""
         request = app.spec.resources.requests.cpu
-        cores = float(request.cores) if request else 1.0
-        out = {}
+        cores = float(request.cores) if request is not None else 1.0
+        out: dict[str, float] = {}
         for rec in records:
             running = self.instances.running(app.namespace, app.name, rec.name)
-            if running is None:
+            used = self.instances.cpu_seconds(app.namespace, app.name, rec.name)
+            if running is None or used is None:
                 continue
-            proc = mem.cpu.get(running.pid)
-            if proc is None:
-                with contextlib.suppress(psutil.Error):
-                    proc = psutil.Process(running.pid)
-                    proc.cpu_percent(None)
-                    mem.cpu[running.pid] = proc
-                continue
-            with contextlib.suppress(psutil.Error):
-                out[rec.name] = proc.cpu_percent(None) / cores
+            now = time.monotonic()
+            prev = mem.cpu.get(rec.name)
+            mem.cpu[rec.name] = (running.pid, now, used)
+            if prev is not None and prev[0] == running.pid and now - prev[1] > 0.2:
+                out[rec.name] = max(0.0, used - prev[2]) / (now - prev[1]) / cores * 100.0
         return out
 
-    @staticmethod
-    def _capacity_problem(app: Application, count: int) -> str | None:
-        req = app.spec.resources.requests
-        if req.cpu is not None and float(req.cpu.cores) * count > (os.cpu_count() or 1):
-            return f"{count} instances request {float(req.cpu.cores) * count:g} CPUs; the machine has {os.cpu_count()}"
-        if req.memory is not None and int(req.memory.bytes) * count > psutil.virtual_memory().total:
-            return f"{count} instances request more memory than the machine has"
-        return None
+    # ---- the registry -----------------------------------------------------------------
+
+    async def _endpoints(self, ctx: Context, namespace: str, app: str) -> set[str]:
+        """The endpoints in the registry now (observed each time, never remembered)."""
+        try:
+            return set(await ctx.store.client.get_children(registry.endpoints_path(self.root, namespace, app)))
+        except NoNodeError:
+            return set()
+
+    async def _commit(self, ctx: Context, ops: list[Op]) -> None:
+        fence = list(ctx.store.fence.ops)
+        try:
+            await ctx.store.client.commit([*fence, *ops])
+        except TransactionFailed as exc:
+            if exc.failed_op is not None and exc.failed_op in fence:
+                raise Fenced("registry write refused: leadership check failed", hint="no longer the leader") from None
+            raise
 
     async def _sync_endpoints(
-        self, ctx: Context, app: Application, ready: list[InstanceRecord], records: list[InstanceRecord]
+        self, ctx: Context, app: Application, ready: list[InstanceRecord], present: set[str]
     ) -> None:
         client = ctx.store.client
-        ns, name = app.namespace, app.name
-        acl = ctx.store.acl or []
-        await registry.ensure_service(client, self.root, ns, name, acl)
-        base = registry.endpoints_path(self.root, ns, name)
-        try:
-            present = set(await client.get_children(base))
-        except Exception:
-            present = set()
-        want = {r.name: Instance(r.name, HOST, r.port, {"app": name}) for r in ready}
-        fence = list(ctx.store.fence.ops)
-        for inst_name, inst in want.items():
-            if inst_name not in present:
-                await client.commit(
-                    [*fence, Op.create(f"{base}/{inst_name}", registry.encode(inst), acl=[*acl, registry.WORLD_READ])]
-                )
-        operator_owned = {r.name for r in records} | present
-        for gone in (present - set(want)) & operator_owned:
-            with contextlib.suppress(Exception):
-                await client.commit([*fence, Op.delete(f"{base}/{gone}")])
-        loads = await registry.read_loads(client, self.root, ns, name)
-        self._loads[app.key] = {k: v for k, v in loads.items() if k in want}
-
-    async def _withdraw_all(self, ctx: Context, app: Application, names: set[str]) -> None:
+        acl = list(ctx.store.acl or [])
+        if app.key not in self._ensured:
+            await registry.ensure_service(client, self.root, app.namespace, app.name, acl)
+            self._ensured.add(app.key)
         base = registry.endpoints_path(self.root, app.namespace, app.name)
-        for n in names:
+        want = {r.name: Instance(r.name, HOST, r.port, {"app": app.name, "namespace": app.namespace}) for r in ready}
+        for inst_name, inst in want.items():
+            path = f"{base}/{inst_name}"
+            if inst_name not in present:
+                try:
+                    await self._commit(ctx, [Op.create(path, registry.encode(inst), acl=[*acl, registry.WORLD_READ])])
+                except TransactionFailed:
+                    self._ensured.discard(app.key)  # its folders may be gone: make them next time
+                continue
             with contextlib.suppress(Exception):
-                await ctx.store.client.commit([*ctx.store.fence.ops, Op.delete(f"{base}/{n}")])
+                raw, _ = await client.get(path)
+                if registry.decode(raw) != inst:  # e.g. its port was reallocated
+                    await self._commit(ctx, [Op.set(path, registry.encode(inst))])
+        # Everything else under the endpoints of an application zkop runs is stale.
+        await self._withdraw(ctx, app.namespace, app.name, present - set(want))
+
+    async def _withdraw(self, ctx: Context, namespace: str, app: str, names: set[str]) -> None:
+        base = registry.endpoints_path(self.root, namespace, app)
+        for n in sorted(names):
+            with contextlib.suppress(TransactionFailed):
+                await self._commit(ctx, [Op.delete(f"{base}/{n}")])
+
+    # ---- status -----------------------------------------------------------------------
+
+    def _instance_status(self, app: Application, rec: InstanceRecord, mem: AppMemory) -> InstanceStatus:
+        ns, name = app.namespace, app.name
+        running = self.instances.running(ns, name, rec.name) if rec.pending is None else None
+        ready = running is not None and self._ready(mem, rec)
+        backoff = P.crash_backoff(rec.start_failures if rec.start_error else rec.crashes)
+        phase, reason, message = P.instance_phase(
+            P.Observed(
+                running=running is not None,
+                ready=ready,
+                pending=rec.pending,
+                start_error=(rec.start_error[0], rec.start_error[1]) if rec.start_error else None,
+                crashes=rec.crashes,
+                last_exit=rec.last_exit,
+                last_run=rec.last_run,
+                last_reason=rec.last_reason,
+                backoff=backoff,
+                log_tail=self._log_tail(ns, name, rec) if rec.crashes else (),
+            )
+        )
+        if phase == "Running" and (rec.enforced or rec.not_enforced):
+            message = "limits: " + "; ".join([*rec.enforced, *rec.not_enforced])
+        pid = (self.instances.app_pid(running) or running.pid) if running is not None else None
+        return InstanceStatus(
+            name=rec.name,
+            phase=phase,
+            ready=ready,
+            pid=pid,
+            port=rec.port,
+            restarts=rec.restarts,
+            exit_code=rec.last_exit if rec.last_exit is None or -255 <= rec.last_exit <= 255 else None,
+            reason=reason,
+            message=message,
+        )
+
+    def _log_tail(self, ns: str, name: str, rec: InstanceRecord) -> tuple[str, ...]:
+        """The last lines the last run wrote (not the wrapper's own)."""
+        lines: list[str] = []
+        for line in self.instances.log_tail(ns, name, rec.name, 40):
+            if line.startswith("--- zkop: starting"):
+                lines = []
+            elif not line.startswith("--- zkop:"):
+                lines.append(line)
+        return tuple(lines[-3:])
 
     async def _write_status(
         self,
@@ -410,95 +625,111 @@ class ApplicationReconciler:
         app: Application,
         records: list[InstanceRecord],
         mem: AppMemory,
-        desired: int | None,
-        metric: float | None,
-        *,
-        conditions: dict[str, tuple[bool, str, str]],
-        scaled_at: object = None,
-        pending: str | None = None,
+        desired: int,
+        decision: ScaleDecision | None,
+        scaled: bool,
+        zk_hosts: str,
+        ref_problem: tuple[str, str] | None,
     ) -> None:
-        ns, name = app.namespace, app.name
         thash = template_hash(app)
-        insts = []
-        for r in records:
-            running = self.instances.running(ns, name, r.name)
-            ready = running is not None and mem.readiness.get(r.name, ProbeState()).ready
-            if r.failed_reason:
-                phase, reason, message = "Failed", r.failed_reason, r.failed_message
-            elif running is None and r.crashes > 1:
-                tail = " | ".join(self.instances.log_tail(ns, name, r.name, 3))
-                phase, reason, message = (
-                    "CrashLoopBackOff",
-                    "CrashLoopBackOff",
-                    f"exit code {'unknown' if r.last_exit is None else r.last_exit}; last log lines: {tail}"[:500],
-                )
-            elif running is None:
-                phase, reason, message = "Starting", None, None
-            else:
-                phase, reason, message = ("Running" if ready else "NotReady"), None, None
-            insts.append(
-                InstanceStatus(
-                    name=r.name,
-                    phase=phase,
-                    ready=ready,
-                    pid=running.pid if running else None,
-                    port=r.port,
-                    restarts=r.restarts,
-                    exit_code=r.last_exit,
-                    reason=reason,
-                    message=message or (("; ".join(r.enforced)) if r.enforced else None),
-                )
-            )
-        if pending:
-            insts.append(
-                InstanceStatus(name=f"{name}-pending", phase="Pending", reason="InsufficientResources", message=pending)
-            )
+        insts = await asyncio.to_thread(lambda: [self._instance_status(app, r, mem) for r in records])
         ready_n = sum(1 for i in insts if i.ready)
-        target = desired if desired is not None else app.spec.replicas
-        conds = {
-            **conditions,
-            "Available": (ready_n >= max(1, target) if target else True, "MinimumReady", f"{ready_n}/{target} ready"),
-        }
-        old = {c.type: c for c in app.status.conditions}
-        new_conds = []
-        for type_, (value, why, text) in sorted(conds.items()):
-            flag: Literal["True", "False"] = "True" if value else "False"
-            prev = old.get(type_)
-            changed = prev is None or prev.status != flag
-            new_conds.append(
-                Condition(
-                    type=type_,
-                    status=flag,
-                    reason=why,
-                    message=text or None,
-                    last_transition_time=store_now() if changed or prev is None else prev.last_transition_time,
-                )
+        updated = sum(1 for r in records if r.template_hash == thash)
+        rolling = app.spec.strategy.rolling_update
+        _, unavailable = P.limits(desired, rolling.max_surge, rolling.max_unavailable)
+        pending = [i for i in insts if i.phase == "Pending"]
+        troubled = [i for i in insts if i.phase in ("CrashLoopBackOff", "Failed")]
+        conds: dict[str, tuple[bool, str, str]] = {}
+        if ref_problem is not None:
+            conds["ClusterReady"] = (False, *ref_problem)
+        elif app.spec.zookeeper is not None:
+            conds["ClusterReady"] = (True, "Serving", f"ZK_HOSTS={zk_hosts}")
+        conds["Available"] = (
+            ready_n >= max(0, desired - unavailable) and (ready_n > 0 or desired == 0),
+            "MinimumReplicasAvailable" if ready_n >= desired - unavailable else "MinimumReplicasUnavailable",
+            f"{ready_n}/{desired} ready",
+        )
+        converged = updated == len(records) == desired == ready_n
+        conds["Progressing"] = (
+            not converged,
+            "Complete" if converged else ("RollingUpdate" if updated < len(records) else "Scaling"),
+            f"{updated} updated, {len(records)} instances, {ready_n} ready, {desired} desired",
+        )
+        conds["Degraded"] = (
+            bool(troubled),
+            (troubled[0].reason or "Unhealthy") if troubled else "AsExpected",
+            "; ".join(f"{i.name}: {i.phase}: {i.message}" for i in troubled)[:1000],
+        )
+        conds["Schedulable"] = (
+            not pending,
+            "InsufficientResources" if pending else "Fits",
+            "; ".join(f"{i.name}: {i.message}" for i in pending)[:1000],
+        )
+        enforced = {e for r in records for e in r.enforced}
+        not_enforced = {e for r in records for e in r.not_enforced}
+        if enforced or not_enforced:
+            conds["LimitsEnforced"] = (
+                not not_enforced,
+                "Enforced" if not not_enforced else "NotEnforced",
+                "; ".join([*sorted(enforced), *sorted(not_enforced)]),
             )
         status = app.status.model_copy(
             update={
                 "observed_generation": app.metadata.generation,
                 "replicas": len(records),
                 "ready_replicas": ready_n,
-                "updated_replicas": sum(1 for r in records if r.template_hash == thash),
+                "updated_replicas": updated,
                 "instances": insts,
                 "endpoints": [f"{HOST}:{i.port}" for i in insts if i.ready],
-                "current_metric": metric if metric is not None else app.status.current_metric,
-                "desired_replicas": desired if desired is not None else app.status.desired_replicas,
-                "last_scale_time": scaled_at or app.status.last_scale_time,
-                "conditions": new_conds,
+                "current_metric": decision.metric if decision is not None else None,
+                "desired_replicas": desired,
+                "last_scale_time": store_now() if scaled else app.status.last_scale_time,
+                "conditions": self._conditions(app.status.conditions, conds, app.metadata.generation),
             }
         )
         if status != app.status:
             with contextlib.suppress(NotFound):
                 await ctx.store.update_status(app.model_copy(update={"status": status}))
 
+    @staticmethod
+    def _conditions(
+        old: list[Condition], conds: dict[str, tuple[bool, str, str]], generation: int | None
+    ) -> list[Condition]:
+        by_type = {c.type: c for c in old}
+        out = []
+        for type_, (value, reason, message) in conds.items():
+            flag: Literal["True", "False"] = "True" if value else "False"
+            prev = by_type.get(type_)
+            changed = prev is None or prev.status != flag
+            out.append(
+                Condition(
+                    type=type_,
+                    status=flag,
+                    reason=reason,
+                    message=message or None,
+                    last_transition_time=store_now() if changed or prev is None else prev.last_transition_time,
+                    observed_generation=generation,
+                )
+            )
+        return out
 
-def controller(namespace: str | None, instances: LocalInstances, registry_root: str) -> Controller:
+    @staticmethod
+    def _next_look(app: Application, records: list[InstanceRecord]) -> float:
+        periods = [float(p.period_seconds) for p in (app.spec.probes.readiness, app.spec.probes.liveness) if p]
+        now = time.time()
+        waits = [r.next_start - now for r in records if r.next_start > now]
+        return max(0.2, min([*periods, *waits, MAX_REQUEUE]))
+
+
+def controller(namespace: str | None, instances: LocalInstances, registry_root: str = "/zkop") -> Controller:
+    """The Application controller for the local platform (``instances`` carries the platform's fence)."""
+    reconciler = ApplicationReconciler(instances, registry_root=registry_root)
     return Controller(
         "application",
         "Application",
-        ApplicationReconciler(instances, registry_root=registry_root),
+        reconciler,
         workers=2,
         namespace=namespace,
         resync_period=30.0,
+        watches=[Watch("ZookeeperCluster", reconciler.apps_using)],
     )
