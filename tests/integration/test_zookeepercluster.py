@@ -61,16 +61,26 @@ class Operator:
     async def wait(
         self, predicate: Callable[[ZookeeperCluster], bool], name: str = "zk", timeout: float = 60.0
     ) -> ZookeeperCluster:
-        """Poll the object's status until the predicate holds (status has no push channel here)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    obj = await self.get(name)
-                    if predicate(obj):
-                        return obj
-                except NotFound:
-                    pass
-                await asyncio.sleep(0.2)
+        """Poll the object's status until the predicate holds (status has no push channel here).
+
+        On timeout the failure shows the last status and the events, so a flake can be read.
+        """
+        last: ZookeeperCluster | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        last = await self.get(name)
+                        if predicate(last):
+                            return last
+                    except NotFound:
+                        pass
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            events = await self.store.list_events("default", kind="zkc", name=name)
+            story = "\n".join(f"  {e.reason}: {e.message}" for e in events)
+            status = last.status.model_dump_json(indent=1, exclude_none=True) if last else "(no object)"
+            raise AssertionError(f"timed out after {timeout:g}s; status:\n{status}\nevents:\n{story}") from None
 
     async def change(self, name: str = "zk", **spec: Any) -> None:
         obj = await self.get(name)
@@ -253,6 +263,15 @@ async def test_heal_kill_and_lost_data(operator: Operator) -> None:
     obj = await operator.wait(lambda o: available(3)(o) and lost not in {m.id for m in o.status.members})
     ids = sorted(m.id for m in obj.status.members)
     assert max(ids) == 4 and lost not in ids
+    # The same when the process is gone too (a disk lost with its machine): removed, replaced,
+    # and the dead member is forgotten, its directory kept aside by Retain.
+    gone = next(m.id for m in obj.status.members if m.id != obj.status.leader)
+    ens.kill_member(gone)
+    shutil.rmtree(ens.data_dir(gone))
+    obj = await operator.wait(lambda o: available(3)(o) and gone not in {m.id for m in o.status.members})
+    ids = sorted(m.id for m in obj.status.members)
+    assert max(ids) == 5 and gone not in ids and lost not in ids
+    assert (ens.dir / "retained" / str(gone)).is_dir()
 
 
 async def test_pause_and_quorum_loss_take_no_destructive_action(operator: Operator) -> None:

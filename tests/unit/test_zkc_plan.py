@@ -398,8 +398,8 @@ def test_single_member_with_lost_data_is_replaced_by_surge() -> None:
     [
         (three(), want(5), AddMember(4)),
         ([mem(1), leader(7)], want(3), AddMember(8)),
-        # a retained non-member's id is never reused
-        ([mem(1), leader(2), dead(3, in_config=False)], want(3), AddMember(4)),
+        # a stopped non-member is forgotten first (its data kept by Retain)
+        ([mem(1), leader(2), dead(3, in_config=False)], want(3), StopMember(3, False, StopReason.NOT_A_MEMBER)),
         ([*three(), joiner(4, serving=False)], want(5), Wait(WaitReason.JOINING)),
         ([*three(), joiner(4)], want(5), ReconfigIn(4)),
         ([*three(), joiner(4, syncing=True)], want(5), Wait(WaitReason.SYNCING)),
@@ -447,8 +447,20 @@ def test_scale_up_stops_at_the_id_limit() -> None:
             want(2, reclaim_policy="Delete"),
             StopMember(5, True, StopReason.NOT_A_MEMBER),
         ),
-        # a retained, stopped non-member is left alone
-        ([mem(1), leader(2), dead(5, in_config=False)], want(2), Done()),
+        # a stopped non-member is forgotten, running ones go first
+        ([mem(1), leader(2), dead(5, in_config=False)], want(2), StopMember(5, False, StopReason.NOT_A_MEMBER)),
+        (
+            [mem(1), leader(2), dead(4, in_config=False), mem(5, in_config=False)],
+            want(2),
+            StopMember(5, False, StopReason.NOT_A_MEMBER),
+        ),
+        # the joiner keeps running while a dead one is forgotten
+        (
+            [mem(1), leader(2), dead(4, in_config=False), joiner(5, serving=False)],
+            want(3),
+            StopMember(4, False, StopReason.NOT_A_MEMBER),
+        ),
+        ([mem(1), leader(2), joiner(5, serving=False)], want(3), Wait(WaitReason.JOINING)),
         ([mem(1), mem(2), leader(3), mem(4, syncing=True)], want(3), Wait(WaitReason.SYNCING)),
         # stale members go first (no point restarting them)
         ([mem(1, config_hash=OLD), mem(2), leader(3), mem(4)], want(3), ReconfigOut(1, RemoveReason.SCALE_DOWN)),
@@ -549,7 +561,6 @@ def test_small_ensembles_roll_by_surge() -> None:
     "members",
     [
         three(),
-        [mem(1), mem(2), leader(3), dead(4, in_config=False)],
         [mem(1, started_at=NOW - 5), leader(2)],
     ],
 )
@@ -651,7 +662,9 @@ def test_properties_of_any_decision(members: list[ObservedMember], desired: Desi
     # stopping is only for non-members (outside deletion)
     if isinstance(action, StopMember):
         assert not by_id[action.id].in_config
-        assert by_id[action.id].process_running
+        # running non-members go before stopped ones; the one kept running is the joiner
+        if not by_id[action.id].process_running:
+            assert sum(1 for m in members if m.process_running and not m.in_config) <= 1
         assert action.purge is (desired.reclaim_policy == "Delete")
     # starting is only for dead participants with their data
     if isinstance(action, StartMember):
@@ -677,7 +690,7 @@ def test_properties_of_any_decision(members: list[ObservedMember], desired: Desi
         assert restart_reason(by_id[action.id], desired) is not None
     if isinstance(action, Done):
         assert len(participants) == desired.replicas and all(m.ready for m in participants)
-        assert not any(m.process_running and not m.in_config for m in members)
+        assert all(m.in_config for m in members)  # non-members, running or not, are forgotten
 
 
 @settings(max_examples=150, deadline=None)
@@ -805,7 +818,8 @@ class World:
                 m = self.members[i]
                 assert self.desired.deleting or not m.in_config, "stopped a participant"
                 m.running, m.hung, m.serving, m.syncing, m.role = False, False, False, False, "unknown"
-                if purge:
+                # The platform forgets a stopped non-member (Retain moves its data aside).
+                if purge or not self.desired.deleting:
                     del self.members[i]
             case RestartMember(id=i):
                 assert self.members[i].in_config

@@ -19,9 +19,10 @@ The rules, in the order :func:`plan` applies them ("quorum first"):
    replacement happens without quorum.
 5. **Heal**: ``StartMember`` for a participant whose process died but whose data
    is intact.
-6. **Strays**: ``StopMember`` for running processes that are not in the
-   configuration and are not the one member being added (left over from a
-   removal, a failed or stale joiner, a second joiner).
+6. **Strays**: ``StopMember`` for members that are not in the configuration and
+   are not the one member being added (left over from a removal, a failed or stale
+   joiner, a second joiner), running ones first; stopped ones are forgotten too, their
+   data kept or purged by the reclaim policy.
 7. **Syncing**: while any member is syncing, ``Wait("syncing")``; nothing below
    runs. (A member unresponsive beyond the grace period does not count: a sync that
    never ends must not block its own replacement.)
@@ -531,11 +532,13 @@ def plan(
             if m.process_running and m.data_present and not unresponsive(m) and restart_reason(m, desired) is None
         ]
         joiner = min(viable, key=lambda m: (not m.ready, -m.id), default=None)
-    strays = [m for m in outsiders if m.process_running and m is not joiner]
+    # A dead outsider (removed after its data was lost, a joiner that died) is forgotten too,
+    # its data kept or purged by the reclaim policy: it never comes back under its old id.
+    strays = [m for m in outsiders if m is not joiner]
     if strays:
-        return StopMember(
-            strays[0].id, purge, StopReason.NOT_A_MEMBER, f"member {strays[0].id} is running but not in the ensemble"
-        )
+        stray = min(strays, key=lambda m: (not m.process_running, m.id))
+        state = "is running" if stray.process_running else "has stopped"
+        return StopMember(stray.id, purge, StopReason.NOT_A_MEMBER, f"member {stray.id} {state} outside the ensemble")
 
     # 7. Nothing changes membership or restarts while anyone syncs. A member stuck
     # (not serving) beyond the grace period no longer counts: it is being replaced.
