@@ -40,16 +40,29 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 class Traffic:
     ok: int = 0
     failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (step, what went wrong)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def summary(self) -> str:
+        return f"{self.ok} ok, {self.failed} failed"
+
+    def explained(self) -> list[str]:
+        """One line per kind of failure, with the step it happened in."""
+        counts: dict[tuple[str, str], int] = {}
+        for failure in self.failures:
+            counts[failure] = counts.get(failure, 0) + 1
+        return [f"failed request x{n} during {step!r}: {why}" for (step, why), n in counts.items()]
 
 
 @dataclass
 class Tour:
     state_dir: Path
     timings: list[tuple[str, float, str]] = field(default_factory=list)
+    current: str = ""
 
     async def step(self, title: str, action: Callable[[], Awaitable[str]], timeout: float = 120.0) -> None:
         console.rule(f"[bold]{title}")
+        self.current = title
         started = time.monotonic()
         with console.status(title + " ..."):
             try:
@@ -172,13 +185,20 @@ async def run_demo(state_dir: Path) -> None:
             for _ in range(100_000):  # bounded; stopped at the end of the tour
                 if traffic.stop.is_set():
                     return
+                why = ""
                 try:
                     data = await asyncio.wait_for(http(port, "GET", "/"), 5)
-                    ok = data.startswith(b"HTTP/1.1 200")
-                except (OSError, TimeoutError):
-                    ok = False
-                traffic.ok += ok
-                traffic.failed += not ok
+                    if not data.startswith(b"HTTP/1.1 200"):
+                        why = data.split(b"\r\n", 1)[0].decode(errors="replace") or "connection closed without a reply"
+                except TimeoutError:
+                    why = "no reply within 5s"
+                except OSError as exc:
+                    why = f"{type(exc).__name__}: {exc.strerror or exc}"
+                if why:
+                    traffic.failed += 1
+                    traffic.failures.append((tour.current, why))
+                else:
+                    traffic.ok += 1
                 await asyncio.sleep(0.02)
 
         traffic_task = asyncio.create_task(loop())
@@ -289,8 +309,16 @@ async def run_demo(state_dir: Path) -> None:
         if tour.timings:
             console.rule("[bold]Summary")
             rows = [(title, f"{secs:.2f}", detail) for title, secs, detail in tour.timings]
-            rows.append(("Requests through the proxy", "", f"{traffic.ok} ok, {traffic.failed} failed"))
+            rows.append(("Requests through the proxy", "", traffic.summary()))
             console.print(table(("STEP", "SECONDS", "RESULT"), rows))
+            for line in traffic.explained():
+                console.print(line, soft_wrap=True)
+            if traffic.failed:
+                console.print(
+                    "(a TCP proxy cannot replay a request an instance took with it when it was killed;"
+                    " a failure anywhere else is a fault)",
+                    soft_wrap=True,
+                )
 
 
 def demo(state_dir: Path | None, keep: bool) -> None:
