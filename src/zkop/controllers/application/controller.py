@@ -45,11 +45,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 from kazoo.exceptions import NoNodeError
 
-from zkop.api import Application, Condition, Resource, ZookeeperCluster
+from zkop.api import Application, Resource, ZookeeperCluster
 from zkop.api.application import InstanceStatus, Probe
 from zkop.client.bridge import Op, TransactionFailed
 from zkop.controllers.application import plan as P
@@ -60,6 +59,7 @@ from zkop.platform.base import Resources
 from zkop.platform.local import probes
 from zkop.platform.local.fence import FencedError
 from zkop.platform.local.instances import InstanceRecord, Limits, LocalInstances, StartFailed, env_name
+from zkop.runtime.conditions import merge_conditions
 from zkop.runtime.controller import Context, Controller, Watch
 from zkop.runtime.result import Request, Result
 from zkop.store import Conflict, Fenced, NotFound
@@ -684,34 +684,12 @@ class ApplicationReconciler:
                 "current_metric": decision.metric if decision is not None else None,
                 "desired_replicas": desired,
                 "last_scale_time": store_now() if scaled else app.status.last_scale_time,
-                "conditions": self._conditions(app.status.conditions, conds, app.metadata.generation),
+                "conditions": merge_conditions(app.status.conditions, conds, generation=app.metadata.generation),
             }
         )
         if status != app.status:
             with contextlib.suppress(NotFound):
                 await ctx.store.update_status(app.model_copy(update={"status": status}))
-
-    @staticmethod
-    def _conditions(
-        old: list[Condition], conds: dict[str, tuple[bool, str, str]], generation: int | None
-    ) -> list[Condition]:
-        by_type = {c.type: c for c in old}
-        out = []
-        for type_, (value, reason, message) in conds.items():
-            flag: Literal["True", "False"] = "True" if value else "False"
-            prev = by_type.get(type_)
-            changed = prev is None or prev.status != flag
-            out.append(
-                Condition(
-                    type=type_,
-                    status=flag,
-                    reason=reason,
-                    message=message or None,
-                    last_transition_time=store_now() if changed or prev is None else prev.last_transition_time,
-                    observed_generation=generation,
-                )
-            )
-        return out
 
     @staticmethod
     def _next_look(app: Application, records: list[InstanceRecord]) -> float:

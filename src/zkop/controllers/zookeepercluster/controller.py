@@ -12,20 +12,20 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from kazoo.exceptions import KazooException
 
-from zkop.api import Condition, ZookeeperCluster
+from zkop.api import ZookeeperCluster
 from zkop.api.zookeepercluster import MemberStatus as MemberStatusModel
 from zkop.client.bridge import ZkClient
 from zkop.controllers.zookeepercluster import plan as P
 from zkop.platform.local.ensemble import MemberStatus
 from zkop.platform.local.zookeeper import ClusterView, LocalZookeeperPlatform, settings_hash
+from zkop.runtime.conditions import merge_conditions
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.result import Request, Result
 from zkop.store import Conflict, NotFound
-from zkop.store.store import now as store_now
 from zkop.zk import auth
 from zkop.zk.config import ServerSettings
 
@@ -313,19 +313,21 @@ class ZookeeperClusterReconciler:
             degraded = (True, "ActionFailed", f"{type(error).__name__}: {error}")
         else:
             degraded = (False, "AsExpected", "")
-        conds = _conditions(
+        conds = merge_conditions(
             old.conditions,
-            available=(
-                has_quorum,
-                "QuorumUp" if has_quorum else "NoQuorum",
-                f"{len(serving)}/{len(participants)} participants serve",
-            ),
-            progressing=(
-                not isinstance(action, P.Done | P.Degraded) and phase != "Paused",
-                type(action).__name__,
-                action.detail or type(action).__name__,
-            ),
-            degraded=degraded,
+            {
+                "Available": (
+                    has_quorum,
+                    "QuorumUp" if has_quorum else "NoQuorum",
+                    f"{len(serving)}/{len(participants)} participants serve",
+                ),
+                "Progressing": (
+                    not isinstance(action, P.Done | P.Degraded) and phase != "Paused",
+                    type(action).__name__,
+                    action.detail or type(action).__name__,
+                ),
+                "Degraded": degraded,
+            },
             generation=obj.metadata.generation,
         )
         status = old.model_copy(
@@ -373,37 +375,6 @@ def _stable(status: Any) -> Any:
         for k in ("zxid", "latency_ms", "outstanding_requests"):
             m.pop(k, None)
     return data
-
-
-def _conditions(
-    old: list[Condition],
-    *,
-    available: tuple[bool, str, str],
-    progressing: tuple[bool, str, str],
-    degraded: tuple[bool, str, str],
-    generation: int | None,
-) -> list[Condition]:
-    out = [c for c in old if c.type not in ("Available", "Progressing", "Degraded")]
-    by_type = {c.type: c for c in old}
-    for type_, (value, reason, message) in (
-        ("Available", available),
-        ("Progressing", progressing),
-        ("Degraded", degraded),
-    ):
-        status: Literal["True", "False"] = "True" if value else "False"
-        prev = by_type.get(type_)
-        changed = prev is None or prev.status != status
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message or None,
-                last_transition_time=store_now() if changed else prev.last_transition_time,  # type: ignore[union-attr]
-                observed_generation=generation,
-            )
-        )
-    return sorted(out, key=lambda c: c.type)
 
 
 def controller(namespace: str | None, platform: LocalZookeeperPlatform) -> Controller:

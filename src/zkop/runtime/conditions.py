@@ -1,0 +1,45 @@
+"""Conditions a reconciler computes, merged into what the object had (Kubernetes conventions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from zkop.api import Condition
+from zkop.store.store import now
+
+# Set by the runtime when a reconcile raises; a reconciler that writes status got through.
+RECONCILE_ERROR = "ReconcileError"
+
+
+def merge_conditions(
+    old: Sequence[Condition],
+    computed: Mapping[str, tuple[bool, str, str]],
+    *,
+    generation: int | None,
+    at: dt.datetime | None = None,
+) -> list[Condition]:
+    """``computed`` maps a type to (holds, reason, message).
+
+    A condition keeps its lastTransitionTime unless its status flips. Old conditions of
+    other types are kept, except the runtime's ReconcileError, which a successful
+    status write clears. Sorted by type so equal states compare equal.
+    """
+    stamp = at or now()
+    by_type = {c.type: c for c in old}
+    out = [c for c in old if c.type not in computed and c.type != RECONCILE_ERROR]
+    for type_, (holds, reason, message) in computed.items():
+        status: Literal["True", "False"] = "True" if holds else "False"
+        prev = by_type.get(type_)
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message or None,
+                last_transition_time=prev.last_transition_time if prev and prev.status == status else stamp,
+                observed_generation=generation,
+            )
+        )
+    return sorted(out, key=lambda c: c.type)
