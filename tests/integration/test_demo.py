@@ -15,9 +15,9 @@ from zkop.cli.local import stop_everything
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_every_step_and_fails_no_request_but_one_cut_by_kill(tmp_path: Path) -> None:
-    """Every step passes; the only request allowed to fail is one in flight on the instance
-    the demo kills with SIGKILL (traffic is sequential, so at most one)."""
+def test_demo_runs_every_step_without_a_failed_request(tmp_path: Path) -> None:
+    """Every step passes and no request through the proxy fails (one in flight on the killed
+    instance is replayed: the demo's proxy retries empty responses)."""
     state = tmp_path / "demo"
     try:
         result = subprocess.run(
@@ -42,12 +42,5 @@ def test_demo_runs_every_step_and_fails_no_request_but_one_cut_by_kill(tmp_path:
         assert step in out
     counts = re.search(r"(\d+) ok, (\d+) failed", out)
     assert counts is not None, out[-2000:]
-    ok, failed = int(counts[1]), int(counts[2])
-    assert ok > 500, out[-2000:]
-    explained = re.findall(r"failed request x(\d+) during '([^']*)': (.*)", out)
-    assert sum(int(n) for n, _, _ in explained) == failed, out[-2000:]
-    assert failed <= 1, out[-2000:]
-    for _, step, why in explained:
-        assert step == "Kill an application instance", out[-2000:]
-        assert "without a reply" in why or "reset" in why.lower(), out[-2000:]
+    assert int(counts[1]) > 500 and int(counts[2]) == 0, out[-2000:]
     assert "cleaned up" in out

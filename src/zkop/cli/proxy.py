@@ -53,6 +53,7 @@ async def _run(
     attempts: int,
     connect_timeout: float,
     grace: float,
+    retry_empty_response: bool = False,
 ) -> None:
     async with AsyncServiceDiscovery(hosts, root=root, auth_data=auth) as sd:
         provider = await sd.provider(service, strategy=strategy)
@@ -63,6 +64,7 @@ async def _run(
             attempts=attempts,
             connect_timeout=connect_timeout,
             grace=grace,
+            retry_empty_response=retry_empty_response,
         )
         try:
             await proxy.start()
@@ -88,8 +90,10 @@ async def _run(
         console.print(f"stopping: {proxy.stats.active} open connection(s) get up to {grace:g}s", soft_wrap=True)
         await proxy.stop()
         s = proxy.stats
+        replayed = f", {s.replays} replayed after an empty response" if retry_empty_response else ""
         console.print(
-            f"stopped: {s.forwarded} forwarded, {s.connect_failures} connect failure(s) retried, {s.refused} refused",
+            f"stopped: {s.forwarded} forwarded, {s.connect_failures} connect failure(s) retried, {s.refused} refused"
+            + replayed,
             soft_wrap=True,
         )
 
@@ -104,6 +108,12 @@ def register(app: typer.Typer) -> None:
         attempts: int = typer.Option(3, "--attempts", min=1, help="Instances to try per connection."),
         connect_timeout: float = typer.Option(1.0, "--connect-timeout", min=0.01, help="Seconds per connect attempt."),
         grace: float = typer.Option(5.0, "--grace", min=0, help="Seconds open connections get to finish on stop."),
+        retry_empty_response: bool = typer.Option(
+            False,
+            "--retry-empty-response",
+            help="When an endpoint ends a connection without answering a byte, send the request (up to 64 KiB)"
+            " to another endpoint. Only for idempotent protocols: the first may have acted on it.",
+        ),
         zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts."),
         root: str | None = typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True),
     ) -> None:
@@ -125,5 +135,6 @@ def register(app: typer.Typer) -> None:
                 attempts,
                 connect_timeout,
                 grace,
+                retry_empty_response,
             )
         )

@@ -15,6 +15,17 @@ both. The connection counts in flight for its instance while it lasts
 
 :meth:`Proxy.stop` is graceful: it stops accepting, lets open connections finish for up
 to ``grace`` seconds, then closes the rest.
+
+With ``retry_empty_response`` (off by default) a connection also survives an instance that
+ends it (EOF, close or reset) without having sent back a single byte, as HAProxy's
+``retry-on empty-response`` does: until the first reply byte arrives the proxy keeps a copy
+of what the client sent (up to ``replay_buffer`` bytes) and whether the client sent EOF.
+When the instance ends the connection empty, the instance is noted as erroring and, if
+attempts are left and an instance not tried yet for this connection is there, the client
+stays open while the proxy connects to it and sends the copy (and the EOF) again. Once a
+reply byte has come, or the copy has outgrown ``replay_buffer``, nothing is replayed.
+The instance may have acted on the request before dying, so this is only safe for
+idempotent requests.
 """
 
 from __future__ import annotations
@@ -46,15 +57,19 @@ class ProxyStats:
     bytes_up: int = 0
     bytes_down: int = 0
     per_instance: collections.Counter[str] = field(default_factory=collections.Counter)
-    """Forwarded connections by instance id."""
+    """Connections made to each instance, by instance id (a replayed connection counts for each instance)."""
+    replays: int = 0
+    """Times a client's request was sent again to another instance after an empty response
+    (``retry_empty_response``); ``bytes_up`` counts the replayed bytes again."""
 
 
 class _Session:
     """One proxied connection: the client's transport, the instance's, and what is left to end."""
 
-    def __init__(self, proxy: Proxy, client: asyncio.Transport) -> None:
+    def __init__(self, proxy: Proxy, client: asyncio.Transport, key: str | None) -> None:
         self.proxy = proxy
         self.client = client
+        self.key = key
         self.upstream: asyncio.Transport | None = None
         self.inst: Instance | None = None
         self.eof_from_client = False
@@ -63,15 +78,32 @@ class _Session:
         self.upstream_open = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.connecting: asyncio.Task[None] | None = None
+        self.tried: set[str] = set()
+        """Ids of the instances tried for this connection (connects and replays)."""
+        self.tries = 0
+        self.replay: bytearray | None = bytearray() if proxy.retry_empty_response else None
+        """What the client sent so far, while a replay is still possible (None: it is not)."""
+        self.resend: bytes | None = None
+        """The copy to send to the instance being connected, when this connect is a replay."""
+        self.next_inst: Instance | None = None
+        """The instance acquired for a replay, until the connect task takes it over."""
+        self.replay_reset = False
+        """Whether the instance that ended empty reset the connection (not closed it)."""
 
     # -- data --
 
     def from_client(self, data: bytes) -> None:
+        if self.replay is not None:
+            if self.upstream is None or len(self.replay) + len(data) <= self.proxy.replay_buffer:
+                self.replay += data  # (no instance now: keep it, it is sent when one is connected)
+            else:
+                self.replay = None  # too much to keep: no replay for this connection
         if self.upstream is not None:
             self.proxy.stats.bytes_up += len(data)
             self.upstream.write(data)
 
     def from_upstream(self, data: bytes) -> None:
+        self.replay = None  # the answer has begun: from now on it cannot be asked again
         self.proxy.stats.bytes_down += len(data)
         self.client.write(data)
 
@@ -81,7 +113,9 @@ class _Session:
             self.upstream.write_eof()
         self._close_if_both_eof()
 
-    def upstream_eof(self) -> None:
+    def upstream_eof(self, side: _UpstreamSide) -> None:
+        if self._replay_elsewhere(side, reset=False):
+            return
         self.eof_from_upstream = True
         if self.client_open and self.client.can_write_eof():
             self.client.write_eof()
@@ -90,6 +124,50 @@ class _Session:
     def _close_if_both_eof(self) -> None:
         if self.eof_from_client and self.eof_from_upstream:
             self.close()
+
+    # -- replay after an empty response --
+
+    def _replay_elsewhere(self, side: _UpstreamSide, *, reset: bool) -> bool:
+        """The instance ended the connection: when it sent nothing back and the request can be
+        sent again, drop it and connect to another (True); else False, and no replay from now on."""
+        replay, self.replay = self.replay, None
+        if replay is None or len(replay) > self.proxy.replay_buffer:
+            return False
+        if not self.client_open or self.client.is_closing() or self.connecting is not None:
+            return False
+        if self.tries >= self.proxy.attempts:
+            return False
+        nxt = self.proxy.provider.acquire(self.key, exclude=self.tried)
+        if nxt is None:
+            return False
+        # Let go of the instance: its transport's later callbacks are ignored.
+        side.detached = True
+        transport, self.upstream, self.upstream_open = self.upstream, None, False
+        if transport is not None:
+            transport.abort()
+        old, self.inst = self.inst, None
+        if old is not None:
+            log.debug("%s (%s) ended the connection without answering", old.id, old.address)
+            self.proxy.provider.release(old, ok=False)
+        self.replay = replay  # still kept: the next instance may end empty too
+        self.resend = bytes(replay)
+        self.replay_reset = reset
+        self.next_inst = nxt
+        if not self.eof_from_client:  # (after its EOF the client is not read anyway)
+            self.pause(self.client)  # nothing more is read until the next instance is connected
+        self.connecting = self.proxy._start_connect(self)
+        return True
+
+    def send_resend(self) -> None:
+        """The replacement instance is connected: send it the copy, and the client's EOF if it came."""
+        data, self.resend = self.resend, None
+        assert data is not None and self.upstream is not None
+        self.proxy.stats.replays += 1
+        if data:
+            self.proxy.stats.bytes_up += len(data)
+            self.upstream.write(data)
+        if self.eof_from_client and self.upstream.can_write_eof():
+            self.upstream.write_eof()
 
     # -- flow control --
 
@@ -116,7 +194,9 @@ class _Session:
                 self.upstream.abort()
         self._maybe_done()
 
-    def upstream_lost(self, exc: Exception | None) -> None:
+    def upstream_lost(self, side: _UpstreamSide, exc: Exception | None) -> None:
+        if self._replay_elsewhere(side, reset=exc is not None):
+            return
         self.upstream_open = False
         if not self.client.is_closing():
             if exc is None:
@@ -131,11 +211,22 @@ class _Session:
                 transport.close()
 
     def abort(self) -> None:
+        self.replay = None
         if self.connecting is not None and not self.connecting.done():
             self.connecting.cancel()
         for transport in (self.client, self.upstream):
             if transport is not None:
                 transport.abort()
+
+    def connect_ended(self, task: asyncio.Task[None]) -> None:
+        """Done callback of a replay's connect task, for when it was cancelled before it started."""
+        if self.connecting is not task:
+            return  # it ran: it cleaned up itself
+        self.connecting = None
+        if self.next_inst is not None:
+            self.proxy.provider.release(self.next_inst, ok=None)
+            self.next_inst = None
+        self._maybe_done()
 
     def _maybe_done(self) -> None:
         if self.client_open or self.upstream_open or self.done.done():
@@ -185,6 +276,8 @@ class _ClientSide(asyncio.Protocol):
 class _UpstreamSide(asyncio.Protocol):
     def __init__(self, session: _Session) -> None:
         self.session = session
+        self.detached = False
+        """Set when the session replays to another instance: this transport's news no longer matter."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -192,24 +285,34 @@ class _UpstreamSide(asyncio.Protocol):
         self.session.upstream_open = True
 
     def data_received(self, data: bytes) -> None:
-        self.session.from_upstream(data)
+        if not self.detached:
+            self.session.from_upstream(data)
 
     def eof_received(self) -> bool:
-        self.session.upstream_eof()
+        if not self.detached:
+            self.session.upstream_eof(self)
         return True
 
     def pause_writing(self) -> None:
-        self.session.pause(self.session.client)
+        if not self.detached:
+            self.session.pause(self.session.client)
 
     def resume_writing(self) -> None:
-        self.session.resume(self.session.client)
+        if not self.detached:
+            self.session.resume(self.session.client)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session.upstream_lost(exc)
+        if not self.detached:
+            self.session.upstream_lost(self, exc)
 
 
 class Proxy:
-    """Accepts TCP connections on ``host:port`` and forwards each to an instance of the provider's service."""
+    """Accepts TCP connections on ``host:port`` and forwards each to an instance of the provider's service.
+
+    ``retry_empty_response``: replay a request (of up to ``replay_buffer`` bytes) to another
+    instance when one ends the connection without sending a byte back; for idempotent
+    protocols only (see the module doc).
+    """
 
     def __init__(
         self,
@@ -221,11 +324,15 @@ class Proxy:
         connect_timeout: float = 1.0,
         grace: float = 5.0,
         client_affinity: bool = True,
+        retry_empty_response: bool = False,
+        replay_buffer: int = 64 * 1024,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, got {connect_timeout}")
+        if replay_buffer < 0:
+            raise ValueError(f"replay_buffer must be zero or more bytes, got {replay_buffer}")
         self.provider = provider
         self.host = host
         self.port = port
@@ -233,6 +340,11 @@ class Proxy:
         self.connect_timeout = connect_timeout
         self.grace = grace
         self.client_affinity = client_affinity
+        self.retry_empty_response = retry_empty_response
+        """Replay a request to another instance when one ends the connection without answering
+        (only for idempotent requests: see the module doc)."""
+        self.replay_buffer = replay_buffer
+        """The most bytes of a request kept for a replay; a longer request is not replayed."""
         self.stats = ProxyStats()
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
@@ -288,23 +400,36 @@ class Proxy:
     def _open(self, client: asyncio.Transport) -> _Session:
         self.stats.accepted += 1
         self.stats.active += 1
-        session = _Session(self, client)
-        self._sessions.add(session)
         peer = client.get_extra_info("peername")
         key = str(peer[0]) if self.client_affinity and peer else None
-        session.connecting = asyncio.get_running_loop().create_task(self._connect(session, key))
+        session = _Session(self, client, key)
+        self._sessions.add(session)
+        session.connecting = asyncio.get_running_loop().create_task(self._connect(session))
         return session
 
-    async def _connect(self, session: _Session, key: str | None) -> None:
-        """Connect ``session`` to a picked instance, trying others on failure; close it when none answers."""
+    def _start_connect(self, session: _Session) -> asyncio.Task[None]:
+        """A connect task for a replay (``session.next_inst`` is the first instance to try)."""
+        task = asyncio.get_running_loop().create_task(self._connect(session))
+        task.add_done_callback(session.connect_ended)
+        return task
+
+    async def _connect(self, session: _Session) -> None:
+        """Connect ``session`` to a picked instance, trying others on failure; close it when none answers.
+
+        For a replay (``session.resend`` set) the first instance was acquired already, and the
+        copy of the request is sent once connected.
+        """
         loop = asyncio.get_running_loop()
-        tried: set[str] = set()
+        replaying = session.resend is not None
         try:
-            for _ in range(self.attempts):
-                inst = self.provider.acquire(key, exclude=tried)
+            while session.tries < self.attempts:
+                inst, session.next_inst = session.next_inst, None
+                if inst is None:
+                    inst = self.provider.acquire(session.key, exclude=session.tried)
                 if inst is None:
                     break
-                tried.add(inst.id)
+                session.tried.add(inst.id)
+                session.tries += 1
                 try:
                     async with asyncio.timeout(self.connect_timeout):
                         await loop.create_connection(lambda: _UpstreamSide(session), inst.host, inst.port)
@@ -318,15 +443,24 @@ class Proxy:
                     raise
                 self.provider.note_success(inst)
                 session.inst = inst
-                self.stats.forwarded += 1
+                if not replaying:
+                    self.stats.forwarded += 1
                 self.stats.per_instance[inst.id] += 1
                 if session.client_open:
+                    if replaying:
+                        session.send_resend()
                     session.resume(session.client)
                 else:
                     session.close()  # the client went while we were connecting
                 return
-            self.stats.refused += 1
-            session.close()
+            if not replaying:
+                self.stats.refused += 1
+                session.close()
+            elif session.replay_reset:
+                session.client.abort()  # as when there is nothing to replay: a reset is passed on
+            else:
+                session.close()
         finally:
-            session.connecting = None
+            if session.connecting is asyncio.current_task():
+                session.connecting = None
             session._maybe_done()
