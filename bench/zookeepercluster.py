@@ -453,7 +453,7 @@ async def main(reps: int, roll_reps: int) -> None:
             "notes": [
                 f"A Running (Done) cluster is observed every {DONE_PERIOD:g} s (controller requeue_after); "
                 "nothing notifies the operator of a crash, so heal time is dominated by that period: "
-                "kill_to_operator_restart_s is the wait for the next look (0..3 s), "
+                "kill_to_operator_restart_s is the wait for the next look (0..1 s), "
                 "restart_to_available_s is the JVM start, rejoin and status write. The kill follows right after "
                 "the look that reported Available, so kill_to_operator_restart_s is close to the full period "
                 "(the worst phase), not its average.",
