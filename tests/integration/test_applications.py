@@ -23,8 +23,8 @@ from zkop.cli.local import stop_everything
 from zkop.cli.main import app as cli
 from zkop.client.connect import Connection
 from zkop.controllers.application import controller as app_controller
-from zkop.controllers.application.plan import Resources
 from zkop.discovery import AsyncServiceDiscovery, Proxy
+from zkop.platform.base import Resources
 from zkop.platform.local.fence import FencedError
 from zkop.platform.local.instances import Cgroups, Limits, LocalInstances
 from zkop.platform.local.platform import LocalPlatform
@@ -311,6 +311,39 @@ async def test_autoscale_up_and_down_on_reported_load(env: Env) -> None:
     assert obj.status.current_metric == 0
     scaled = [e for e in await env.store.list_events("default", kind="app", name="auto") if e.reason == "Scaled"]
     assert len(scaled) >= 2 and "1 -> " in scaled[0].message
+
+
+# Burns a core for BURN seconds after it starts, then idles (bounded: it exits after 10 minutes).
+BURNER = [
+    sys.executable,
+    "-c",
+    "import os, time\nend = time.time() + float(os.environ['BURN'])\nwhile time.time() < end:\n    pass\n"
+    "time.sleep(600)",
+]
+
+
+async def test_autoscale_up_and_down_on_cpu_utilisation(env: Env) -> None:
+    app = application(
+        "cpu",
+        1,
+        template={"command": BURNER, "env": [{"name": "BURN", "value": "6"}]},
+        probes={"readiness": {"exec": {"command": ["true"]}, "periodSeconds": 1}},
+        resources={"requests": {"cpu": "250m"}},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "metrics": [{"type": "cpu", "targetUtilization": 60}],
+            "scaleDownStabilizationSeconds": 3,
+        },
+    )
+    await env.store.create(app)
+    # A busy core is ~400% of a 250m request: scale up at once, to the maximum.
+    obj = await env.wait(lambda a: a.status.desired_replicas == 2 and ready(2)(a), name="cpu", timeout=30)
+    scaled = [e for e in await env.store.list_events("default", kind="app", name="cpu") if e.reason == "Scaled"]
+    assert scaled and "1 -> 2" in scaled[0].message and "cpu" in scaled[0].message, [e.message for e in scaled]
+    # Idle after the burn: back to the minimum once the stabilisation window has passed.
+    obj = await env.wait(lambda a: a.status.desired_replicas == 1 and ready(1)(a), name="cpu", timeout=40)
+    assert obj.status.current_metric is not None and obj.status.current_metric < 60
 
 
 async def test_bad_command_and_port_conflict_fail_clearly_and_recover(env: Env) -> None:
