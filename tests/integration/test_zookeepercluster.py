@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError
@@ -302,6 +303,29 @@ async def test_pause_and_quorum_loss_take_no_destructive_action(operator: Operat
     for i in frozen:
         ens.resume_member(i)
     await operator.wait(available(3))
+
+
+async def test_an_unresponsive_member_is_replaced(operator: Operator) -> None:
+    """A frozen follower (SIGSTOP: serves nothing, yet its process lives) is removed from the
+    configuration after the grace period (5 s here), replaced by a new id, and stopped."""
+    await operator.store.create(cluster(replicas=3))
+    obj = await operator.wait(available(3))
+    ens = operator.platform.ensemble("default", "zk")
+    frozen = next(m.id for m in obj.status.members if m.id != obj.status.leader)
+    record = ens.unit(frozen).running()
+    assert record is not None
+    ens.pause_member(frozen)
+    try:
+        obj = await operator.wait(lambda o: available(3)(o) and frozen not in {m.id for m in o.status.members})
+    finally:
+        if ens.unit(frozen).running() is not None:
+            ens.resume_member(frozen)  # (a failed test must not leave a stopped JVM behind)
+    assert sorted(m.id for m in obj.status.members) == sorted({1, 2, 3, 4} - {frozen})
+    assert not psutil.pid_exists(record.pid) or psutil.Process(record.pid).status() == psutil.STATUS_ZOMBIE
+    events = await operator.store.list_events("default", kind="zkc", name="zk")
+    assert any(e.reason == "MemberRemoved" and "Unresponsive" in e.message for e in events), [
+        (e.reason, e.message) for e in events
+    ]
 
 
 @pytest.mark.parametrize("policy", ["Retain", "Delete"])
