@@ -23,7 +23,7 @@ from zkop.cli.local import stop_everything
 from zkop.cli.main import app as cli
 from zkop.client.connect import Connection
 from zkop.controllers.application import controller as app_controller
-from zkop.discovery import AsyncServiceDiscovery, Proxy
+from zkop.discovery import AsyncServiceDiscovery, Proxy, registry
 from zkop.platform.base import Resources
 from zkop.platform.local.fence import FencedError
 from zkop.platform.local.instances import Cgroups, Limits, LocalInstances
@@ -496,6 +496,12 @@ async def test_delete_stops_instances_and_withdraws_endpoints(env: Env) -> None:
     await env.store.create(application("gone", 2))
     app = await env.wait(ready(2), name="gone")
     procs = [psutil.Process(i.pid) for i in app.status.instances if i.pid]
+    client = env.conn.client()
+    await client.start()
+    try:
+        assert await client.exists(registry.endpoints_path(env.conn.root, "default", "gone")) is not None
+    finally:
+        await client.stop()
     await env.store.delete("app", "default", "gone")
     async with asyncio.timeout(30):
         while True:
@@ -506,6 +512,12 @@ async def test_delete_stops_instances_and_withdraws_endpoints(env: Env) -> None:
             await asyncio.sleep(0.1)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
     assert not (env.state / "apps" / "default" / "gone").exists()
+    client = env.conn.client()
+    await client.start()
+    try:  # the service's registry folders went with it
+        assert await client.exists(registry.service_path(env.conn.root, "default", "gone")) is None
+    finally:
+        await client.stop()
     sd = AsyncServiceDiscovery(env.conn.hosts, root=env.conn.root)
     await sd.start()
     try:

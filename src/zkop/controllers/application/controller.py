@@ -374,10 +374,26 @@ class ApplicationReconciler:
         present = await self._endpoints(ctx, app.namespace, app.name)
         await self._withdraw(ctx, app.namespace, app.name, present)
         await asyncio.to_thread(self.instances.remove_app, app.namespace, app.name, epoch=ctx.epoch)
+        await self._remove_service(ctx, app.namespace, app.name)
         await ctx.event(app, "Normal", "Deleted", "instances stopped and endpoints withdrawn")
         meta = app.metadata.model_copy(update={"finalizers": [f for f in app.metadata.finalizers if f != FINALIZER]})
         with contextlib.suppress(Conflict, NotFound):
             await ctx.store.update(app.model_copy(update={"metadata": meta}))
+
+    async def _remove_service(self, ctx: Context, namespace: str, app: str) -> None:
+        """The service's registry folders go with the application, with the loads its stopped
+        instances reported. Left in place while anything else is registered there."""
+        client = ctx.store.client
+        load = registry.load_path(self.root, namespace, app)
+        try:
+            stale = await client.get_children(load)
+        except NoNodeError:
+            stale = []
+        ops = [Op.delete(f"{load}/{n}") for n in stale]
+        ops += [Op.delete(registry.endpoints_path(self.root, namespace, app)), Op.delete(load)]
+        ops.append(Op.delete(registry.service_path(self.root, namespace, app)))
+        with contextlib.suppress(TransactionFailed):  # gone already, or someone else registered
+            await self._commit(ctx, ops)
 
     def _forget(self, request: Request) -> None:
         self.memory.pop(request.key, None)
