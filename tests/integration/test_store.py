@@ -101,6 +101,8 @@ async def test_status_is_a_subresource(store: Store) -> None:
     # A spec update based on the pre-status read still succeeds and keeps the status.
     updated = await store.update(with_replicas(obj, 5))
     assert updated.metadata.generation == 2 and updated.status.phase == "Running"  # type: ignore[attr-defined]
+    assert updated == await store.get("zkc", obj.namespace, obj.name), "update returns what a read returns"
+    assert updated.metadata.resource_version != obj.metadata.resource_version
     labelled = updated.model_copy(update={"metadata": updated.metadata.model_copy(update={"labels": {"a": "b"}})})
     assert (await store.update(labelled)).metadata.generation == 2, "metadata changes keep generation"
 

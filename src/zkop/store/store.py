@@ -355,7 +355,8 @@ class Store:
             if meta.deletion_timestamp is not None and not meta.finalizers:
                 await self._commit([Op.check(path, stat.version), Op.delete(path + "/status"), Op.delete(path)])
                 return new
-            await self._commit([Op.set(path, self._encode(new), stat.version)])
+            encoded = self._encode(new)
+            written = (await self._commit([Op.set(path, encoded, stat.version)]))[0]
         except TransactionFailed as exc:
             if isinstance(exc.error, BadVersionError):
                 raise Conflict(
@@ -365,7 +366,9 @@ class Store:
             if isinstance(exc.error, NoNodeError):
                 raise NotFound(f"{info.kind.lower()} {obj.key} not found") from None
             raise
-        return await self.get(info.kind, obj.namespace, obj.name)
+        # What a read would return, without one: the bytes written, the version the write made,
+        # and the status read above (a status write never changes the resourceVersion).
+        return self._decode(path, info, encoded, written, None).model_copy(update={"status": current.status})
 
     async def update_status(self, obj: Resource) -> Resource:
         """Write only the status. Never bumps generation; never conflicts with spec updates."""
