@@ -302,8 +302,9 @@ class MetricTarget(ApiModel):
     target_value: float | None = Field(
         default=None,
         gt=0,
+        le=1e12,
         allow_inf_nan=False,
-        description="(load) Target average load per instance, e.g. 10.",
+        description="(load) Target average load per instance, e.g. 10 (at most 1e12).",
     )
 
     @model_validator(mode="after")
