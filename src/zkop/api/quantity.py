@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal, InvalidOperation, localcontext
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -127,6 +127,7 @@ class Quantity:
         }
 
 
+@lru_cache(maxsize=4096, typed=True)  # objects repeat a few quantities; decoding one is on every read
 def _parse(value: str | int | float) -> tuple[str, Decimal]:
     if isinstance(value, bool):
         raise ValueError(f"expected a quantity, got a boolean; allowed: {ALLOWED}")
