@@ -89,6 +89,8 @@ class _Session:
         """The instance acquired for a replay, until the connect task takes it over."""
         self.replay_reset = False
         """Whether the instance that ended empty reset the connection (not closed it)."""
+        self.ended_empty = False
+        """Whether the instance ended the connection without answering when no replay was possible."""
 
     # -- data --
 
@@ -135,10 +137,9 @@ class _Session:
             return False
         if not self.client_open or self.client.is_closing() or self.connecting is not None:
             return False
-        if self.tries >= self.proxy.attempts:
-            return False
-        nxt = self.proxy.provider.acquire(self.key, exclude=self.tried)
+        nxt = self.proxy.provider.acquire(self.key, exclude=self.tried) if self.tries < self.proxy.attempts else None
         if nxt is None:
+            self.ended_empty = True  # no one left to ask: still, this instance failed the request
             return False
         # Let go of the instance: its transport's later callbacks are ignored.
         side.detached = True
@@ -234,7 +235,8 @@ class _Session:
         if self.connecting is not None and not self.connecting.done():
             return  # finishes when the connect attempt ends
         if self.inst is not None:
-            self.proxy.provider.release(self.inst, ok=None)  # the connect already counted as a success
+            # The connect already counted as a success; an answer that never began is an error.
+            self.proxy.provider.release(self.inst, ok=False if self.ended_empty else None)
             self.inst = None
         self.proxy.stats.active -= 1
         self.proxy._sessions.discard(self)
