@@ -17,7 +17,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from zkop.api import Application, EnvVar, ZookeeperCluster, parse_object
+from zkop.api import Application, EnvVar, ZookeeperCluster, parse_object, resolve_kind
 from zkop.cli.apps import _scale
 from zkop.cli.local import stop_everything
 from zkop.cli.main import app as cli
@@ -490,6 +490,32 @@ async def test_a_corrupt_instance_record_is_reported_and_replaced(env: Env) -> N
     app = await env.wait(lambda a: ready(2)(a) and victim.name not in {i.name for i in a.status.instances}, name="cli")
     assert "CorruptInstanceRecord" in await env.reasons("cli")
     assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_instances_of_an_application_removed_by_hand_are_stopped(env: Env) -> None:
+    await env.store.create(application("stray", 1))
+    app = await env.wait(ready(1), name="stray")
+    assert app.status.instances[0].pid is not None
+    proc = psutil.Process(app.status.instances[0].pid)
+    await env.operators[0].stop()
+    # Removed behind the operator's back: the znodes go, the finalizer never runs.
+    client = env.conn.client()
+    await client.start()
+    try:
+        path = env.store.obj_path(resolve_kind("Application"), "default", "stray")
+        await client.delete(path + "/status")
+        await client.delete(path)
+        assert proc.is_running(), "nothing acts while no operator runs"
+        env.start_operator()
+        leftovers = env.state / "apps" / "default" / "stray"
+        async with asyncio.timeout(30):
+            while leftovers.exists() or (proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):
+            while await client.exists(registry.service_path(env.conn.root, "default", "stray")):  # noqa: ASYNC110 - polled znode
+                await asyncio.sleep(0.1)
+    finally:
+        await client.stop()
 
 
 async def test_delete_stops_instances_and_withdraws_endpoints(env: Env) -> None:

@@ -53,6 +53,17 @@ class Watch:
     mapper: Mapper
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """A secondary source for what lives outside the store: once the primary cache is synced,
+    and then every ``every`` seconds, the keys ``keys()`` names (called in a thread) that have
+    no object in the cache are queued, e.g. leftovers on disk of an object deleted behind the
+    operator's back. Keys outside the controller's namespace are ignored."""
+
+    every: float
+    keys: Callable[[], Iterable[Request]]
+
+
 class Controller:
     def __init__(
         self,
@@ -65,6 +76,7 @@ class Controller:
         relist_period: float | None = 60.0,
         namespace: str | None = None,
         watches: Iterable[Watch] = (),
+        periodic: Iterable[Periodic] = (),
         predicate: Callable[[str, Resource | None, Resource | None], bool] | None = None,
     ) -> None:
         self.name = name
@@ -75,6 +87,7 @@ class Controller:
         self.relist_period = relist_period
         self.namespace = namespace
         self.watches = list(watches)
+        self.periodic = list(periodic)
         self.predicate = predicate
         self.queue: WorkQueue[Request] | None = None
         self.informers: list[Informer] = []
@@ -85,6 +98,21 @@ class Controller:
         if self.queue is not None and not self.queue.shutting_down:
             self.enqueue_times.setdefault(request, time.monotonic())
             self.queue.add(request)
+
+    async def _periodic(self, source: Periodic, primary: Informer) -> None:
+        await primary.synced.wait()
+        while True:
+            try:
+                keys = await asyncio.to_thread(lambda: list(source.keys()))
+            except Exception:  # a broken source must not stop the controller
+                log.exception("periodic source of %s failed", self.name)
+                keys = []
+            for req in keys:
+                if self.namespace is not None and req.namespace != self.namespace:
+                    continue
+                if req.key not in primary.cache:
+                    self._enqueue(req)
+            await asyncio.sleep(source.every)
 
     async def run(self, ctx: Context, metrics: ManagerMetrics) -> None:
         """Run until cancelled. Cancelling stops the workers at once (in-flight reconciles too)."""
@@ -129,6 +157,10 @@ class Controller:
             inf.add_handler(on_secondary)
             self.informers.append(inf)
         tasks = [asyncio.create_task(i.run(), name=f"{self.name}-informer-{i.kind}") for i in self.informers]
+        tasks += [
+            asyncio.create_task(self._periodic(p, primary), name=f"{self.name}-periodic-{n}")
+            for n, p in enumerate(self.periodic)
+        ]
         tasks += [
             asyncio.create_task(self._worker(ctx, metrics), name=f"{self.name}-worker-{n}") for n in range(self.workers)
         ]

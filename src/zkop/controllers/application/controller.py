@@ -60,7 +60,7 @@ from zkop.platform.local import probes
 from zkop.platform.local.fence import FencedError
 from zkop.platform.local.instances import InstanceRecord, Limits, LocalInstances, StartFailed, env_name
 from zkop.runtime.conditions import merge_conditions
-from zkop.runtime.controller import Context, Controller, Watch
+from zkop.runtime.controller import Context, Controller, Periodic, Watch
 from zkop.runtime.result import Request, Result
 from zkop.store import Conflict, Fenced, NotFound
 from zkop.store.store import now as store_now
@@ -133,9 +133,11 @@ class ApplicationReconciler:
         except NotFound:
             # Gone without its finalizer having run (removed by hand): nothing of it may stay.
             ns, name = request.namespace, request.name
-            if await asyncio.to_thread(self.instances.records, ns, name):
+            if await asyncio.to_thread(self.instances.app_dir(ns, name).exists):
+                log.info("application %s is gone: stopping the instances it left", request.key)
                 await self._withdraw(ctx, ns, name, await self._endpoints(ctx, ns, name))
                 await asyncio.to_thread(self.instances.remove_app, ns, name, epoch=ctx.epoch)
+                await self._remove_service(ctx, ns, name)
             self._forget(request)
             return Result()
         assert isinstance(app, Application)
@@ -715,7 +717,16 @@ class ApplicationReconciler:
         return max(0.2, min([*periods, *waits, MAX_REQUEUE]))
 
 
-def controller(namespace: str | None, instances: LocalInstances, registry_root: str = "/zkop") -> Controller:
+LEFTOVER_PERIOD = 60.0  # how often instance directories without an Application are looked for
+
+
+def controller(
+    namespace: str | None,
+    instances: LocalInstances,
+    registry_root: str = "/zkop",
+    *,
+    leftover_period: float = LEFTOVER_PERIOD,
+) -> Controller:
     """The Application controller for the local platform (``instances`` carries the platform's fence)."""
     reconciler = ApplicationReconciler(instances, registry_root=registry_root)
     return Controller(
@@ -726,4 +737,7 @@ def controller(namespace: str | None, instances: LocalInstances, registry_root: 
         namespace=namespace,
         resync_period=30.0,
         watches=[Watch("ZookeeperCluster", reconciler.apps_using)],
+        # An Application removed behind the operator's back (its finalizer never ran) leaves
+        # instances on disk; their key is reconciled, finds no object, and stops them.
+        periodic=[Periodic(leftover_period, lambda: [Request(ns, app) for ns, app in instances.apps()])],
     )

@@ -298,6 +298,10 @@ class LocalInstances:
                 pass
         return out
 
+    def apps(self) -> list[tuple[str, str]]:
+        """(namespace, app) of every application with a directory on this machine."""
+        return [(d.parent.name, d.name) for d in sorted((self.state_dir / "apps").glob("*/*")) if d.is_dir()]
+
     def all_records(self) -> list[tuple[str, str, InstanceRecord]]:
         """Every instance of every application on this machine: (namespace, app, record)."""
         out = []
@@ -517,12 +521,14 @@ class LocalInstances:
 
     def remove_app(self, namespace: str, app: str, *, epoch: int | None) -> None:
         with self.fence.hold(epoch):
-            for rec in self.records(namespace, app):
-                unit = self.unit(namespace, app, rec.name)
+            base = self.app_dir(namespace, app)
+            # Every instance directory, also one whose record is unreadable: its pid record says what runs.
+            for name in sorted(d.name for d in base.glob("*") if d.is_dir()) if base.is_dir() else []:
+                unit = self.unit(namespace, app, name)
                 unit.stop(5.0)
                 self._reap_group(unit.record())
-                self.cgroups.remove(self.cgroup_name(namespace, app, rec.name))
-            shutil.rmtree(self.app_dir(namespace, app), ignore_errors=True)
+                self.cgroups.remove(self.cgroup_name(namespace, app, name))
+            shutil.rmtree(base, ignore_errors=True)
 
     def cpu_seconds(self, namespace: str, app: str, name: str) -> float | None:
         """CPU time used by the instance's current run (cgroup accounting, else its process tree)."""
