@@ -58,8 +58,11 @@ class Upstream:
     without answering: ``"close"`` (FIN) or ``"reset"`` (SO_LINGER 0, RST). With ``partial`` it
     first sends ``b"partial:"`` and waits for :attr:`proceed` before dying."""
 
-    def __init__(self, name: str, *, end: str | None = None, partial: bool = False, until_eof: bool = False) -> None:
+    def __init__(
+        self, name: str, *, end: str | None = None, partial: bool = False, until_eof: bool = False, idle: bool = False
+    ) -> None:
         assert end in (None, "close", "reset")
+        self.idle = idle  # closes each connection at once, before reading anything (an idle timeout)
         self.name = name
         self.end = end
         self.partial = partial
@@ -84,6 +87,9 @@ class Upstream:
         return Instance(self.name, "127.0.0.1", self.port)
 
     async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self.idle:
+            w.close()
+            return
         data = await (r.read() if self.until_eof else r.readline())
         self.requests.append(data)
         if self.end is None:
@@ -273,6 +279,24 @@ async def test_no_replay_of_a_request_larger_than_the_replay_buffer(
     else:  # exactly replay_buffer bytes still fit
         assert answer == (b"b:" + request, False) and b.requests == [request] and proxy.stats.replays == 1
     assert_nothing_leaked(proxy, provider, held, a, b)
+
+
+async def test_an_idle_connection_closed_by_its_instance_is_neither_replayed_nor_blamed(
+    zk_client: ZkClient, connection: Connection, sd: AsyncServiceDiscovery, upstreams: list[Upstream]
+) -> None:
+    ups = [Upstream("a", idle=True), Upstream("b", idle=True)]
+    provider = await serve(zk_client, connection, sd, upstreams, *ups)
+    held = track(provider)
+    async with Proxy(provider, retry_empty_response=True) as proxy:
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            assert (await read_to_end(r))[0] == b""  # the client asked nothing; the instance hung up
+        finally:
+            w.close()
+        await ended(proxy)
+    assert proxy.stats.replays == 0 and proxy.stats.forwarded == 1
+    assert [provider.picker.errors_noted(u.instance) for u in ups] == [0, 0]
+    assert_nothing_leaked(proxy, provider, held, *ups)
 
 
 async def test_all_instances_answer_empty(

@@ -95,9 +95,9 @@ class _Session:
     # -- data --
 
     def from_client(self, data: bytes) -> None:
-        if self.replay is not None:
-            if self.upstream is None or len(self.replay) + len(data) <= self.proxy.replay_buffer:
-                self.replay += data  # (no instance now: keep it, it is sent when one is connected)
+        if self.replay is not None and self.upstream is not None:  # (the client is not read without one)
+            if len(self.replay) + len(data) <= self.proxy.replay_buffer:
+                self.replay += data
             else:
                 self.replay = None  # too much to keep: no replay for this connection
         if self.upstream is not None:
@@ -133,7 +133,8 @@ class _Session:
         """The instance ended the connection: when it sent nothing back and the request can be
         sent again, drop it and connect to another (True); else False, and no replay from now on."""
         replay, self.replay = self.replay, None
-        if replay is None or len(replay) > self.proxy.replay_buffer:
+        # Nothing asked (an idle connection the instance closed): nothing to replay, no one to blame.
+        if not replay or len(replay) > self.proxy.replay_buffer:
             return False
         if not self.client_open or self.client.is_closing() or self.connecting is not None:
             return False

@@ -72,9 +72,11 @@ class LocalZookeeperPlatform:
     async def _committed_config(
         self, ens: LocalEnsemble, members: Sequence[MemberStatus]
     ) -> tuple[list[MemberAddress], int | None]:
-        """The membership the ensemble has committed: asked of a serving member, else read
-        from the newest dynamic file on disk (ZooKeeper writes one per config version)."""
-        for m in members:
+        """The membership the ensemble has committed: asked of a serving member, the leader
+        first (a follower may not have activated a just-committed change yet, and a member
+        wrongly seen outside the configuration would be forgotten), else read from the newest
+        dynamic file on disk (ZooKeeper writes one per config version)."""
+        for m in sorted(members, key=lambda m: (m.state.mode != "leader", m.id)):
             if m.serving:
                 conf = await fourlw.conf(m.address.host, m.address.client_port, timeout=1.0)
                 if conf.reachable and conf.members:
