@@ -17,7 +17,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from zkop.api import Application, EnvVar, ZookeeperCluster, parse_object, resolve_kind
+from zkop.api import Application, EnvVar, ResourceList, ZookeeperCluster, parse_object, resolve_kind
 from zkop.cli.apps import _scale
 from zkop.cli.local import stop_everything
 from zkop.cli.main import app as cli
@@ -431,6 +431,9 @@ async def test_requests_and_limits(env: Env) -> None:
     assert limits is not None and "memory 300Mi (RLIMIT_AS" in (limits[2] or "")
     if limits[0] == "False":  # no writable cgroup v2 cpu controller here: it says so
         assert "cpu 0.5 cores: not enforced" in (limits[2] or "")
+    # Without limits the condition goes: the instances are rolled and nothing is left to enforce.
+    await env.change("hog", resources=app.spec.resources.model_copy(update={"limits": ResourceList()}))
+    await env.wait(lambda a: condition(a, "LimitsEnforced") is None and a.status.replicas == 1, name="hog")
 
 
 async def test_a_new_operator_adopts_instances_and_keeps_endpoints(env: Env) -> None:

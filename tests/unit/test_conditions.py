@@ -38,3 +38,17 @@ def test_other_types_are_kept_but_a_reconcile_error_is_cleared() -> None:
     out = merge_conditions(old, {"Available": (True, "Up", "")}, generation=None, at=T1)
     assert [c.type for c in out] == ["Available", "Custom"]
     assert out[1] == old[0]
+
+
+def test_a_failed_reconcile_keeps_the_reconcile_error() -> None:
+    old = [cond("ReconcileError", "True"), cond("Available", "True")]
+    out = merge_conditions(old, {"Available": (True, "Up", "")}, generation=1, succeeded=False, at=T1)
+    assert [c.type for c in out] == ["Available", "ReconcileError"]
+
+
+def test_owned_types_not_computed_are_dropped() -> None:
+    old = [cond("LimitsEnforced", "False"), cond("ClusterReady", "True"), cond("Custom", "True")]
+    out = merge_conditions(
+        old, {"Available": (True, "Up", "")}, generation=1, drop=("LimitsEnforced", "ClusterReady"), at=T1
+    )
+    assert [c.type for c in out] == ["Available", "Custom"]

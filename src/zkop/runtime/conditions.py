@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 from zkop.api import Condition
@@ -18,17 +18,22 @@ def merge_conditions(
     computed: Mapping[str, tuple[bool, str, str]],
     *,
     generation: int | None,
+    drop: Collection[str] = (),
+    succeeded: bool = True,
     at: dt.datetime | None = None,
 ) -> list[Condition]:
     """``computed`` maps a type to (holds, reason, message).
 
     A condition keeps its lastTransitionTime unless its status flips. Old conditions of
-    other types are kept, except the runtime's ReconcileError, which a successful
-    status write clears. Sorted by type so equal states compare equal.
+    other types are kept, except those in ``drop`` (types the caller owns but did not
+    compute this time) and, when the reconcile ``succeeded``, the runtime's ReconcileError
+    (a failing reconcile keeps it, so the status does not flip on every retry). Sorted by
+    type so equal states compare equal.
     """
     stamp = at or now()
     by_type = {c.type: c for c in old}
-    out = [c for c in old if c.type not in computed and c.type != RECONCILE_ERROR]
+    gone = {*drop, RECONCILE_ERROR} if succeeded else set(drop)
+    out = [c for c in old if c.type not in computed and c.type not in gone]
     for type_, (holds, reason, message) in computed.items():
         status: Literal["True", "False"] = "True" if holds else "False"
         prev = by_type.get(type_)

@@ -702,7 +702,9 @@ class ApplicationReconciler:
                 "current_metric": decision.metric if decision is not None else None,
                 "desired_replicas": desired,
                 "last_scale_time": store_now() if scaled else app.status.last_scale_time,
-                "conditions": merge_conditions(app.status.conditions, conds, generation=app.metadata.generation),
+                "conditions": merge_conditions(
+                    app.status.conditions, conds, generation=app.metadata.generation, drop=APP_CONDITIONS
+                ),
             }
         )
         if status != app.status:
@@ -717,6 +719,8 @@ class ApplicationReconciler:
         return max(0.2, min([*periods, *waits, MAX_REQUEUE]))
 
 
+# Every condition type this controller sets; one it did not compute this time is stale.
+APP_CONDITIONS = ("Available", "ClusterReady", "Degraded", "LimitsEnforced", "Progressing", "Schedulable")
 LEFTOVER_PERIOD = 60.0  # how often instance directories without an Application are looked for
 
 

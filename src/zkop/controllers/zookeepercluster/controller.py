@@ -329,6 +329,7 @@ class ZookeeperClusterReconciler:
                 "Degraded": degraded,
             },
             generation=obj.metadata.generation,
+            succeeded=error is None,
         )
         status = old.model_copy(
             update={
