@@ -226,6 +226,11 @@ class ZkClient:
         result: ZnodeStat | None = await _to_future(self.loop, self.kazoo.exists_async(path, watch=self._watch(watch)))
         return result
 
+    async def sync(self, path: str) -> None:
+        """Bring this session's server up to date with the leader for ``path`` (before a read
+        whose answer must not be stale, e.g. one that decides to stop something)."""
+        await _to_future(self.loop, self.kazoo.sync_async(path))
+
     async def get_children(self, path: str, watch: WatchCallback | None = None) -> list[str]:
         result: list[str] = await _to_future(self.loop, self.kazoo.get_children_async(path, watch=self._watch(watch)))
         return result

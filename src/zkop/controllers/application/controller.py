@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from kazoo.exceptions import NoNodeError
 
-from zkop.api import Application, Resource, ZookeeperCluster
+from zkop.api import Application, Resource, ZookeeperCluster, resolve_kind
 from zkop.api.application import InstanceStatus, Probe
 from zkop.client.bridge import Op, TransactionFailed
 from zkop.controllers.application import plan as P
@@ -133,7 +133,9 @@ class ApplicationReconciler:
         except NotFound:
             # Gone without its finalizer having run (removed by hand): nothing of it may stay.
             ns, name = request.namespace, request.name
-            if await asyncio.to_thread(self.instances.app_dir(ns, name).exists):
+            if await asyncio.to_thread(self.instances.app_dir(ns, name).exists) and await self._really_gone(
+                ctx, request
+            ):
                 log.info("application %s is gone: stopping the instances it left", request.key)
                 await self._withdraw(ctx, ns, name, await self._endpoints(ctx, ns, name))
                 await asyncio.to_thread(self.instances.remove_app, ns, name, epoch=ctx.epoch)
@@ -381,6 +383,17 @@ class ApplicationReconciler:
         meta = app.metadata.model_copy(update={"finalizers": [f for f in app.metadata.finalizers if f != FINALIZER]})
         with contextlib.suppress(Conflict, NotFound):
             await ctx.store.update(app.model_copy(update={"metadata": meta}))
+
+    @staticmethod
+    async def _really_gone(ctx: Context, request: Request) -> bool:
+        """Asked again after a sync: a new session may sit on a follower that has not seen the
+        Application created yet, and its instances must not be stopped for that."""
+        await ctx.store.client.sync(ctx.store.ns_path(resolve_kind("Application"), request.namespace))
+        try:
+            await ctx.store.get("Application", request.namespace, request.name)
+        except NotFound:
+            return True
+        return False
 
     async def _remove_service(self, ctx: Context, namespace: str, app: str) -> None:
         """The service's registry folders go with the application, with the loads its stopped
