@@ -223,16 +223,18 @@ async def run_demo(state_dir: Path) -> None:
     async def kill_member() -> str:
         zkc = await get_zkc()
         ens = LocalEnsemble(state_dir, ensemble_name("default", "orders-zk"))
-        follower = next(m.id for m in zkc.status.members if m.id != zkc.status.leader)
-        old = ens.unit(follower).running()
-        ens.kill_member(follower)
+        victim = next(m for m in zkc.status.members if m.id != zkc.status.leader)
+        ens.kill_member(victim.id)
 
         async def healed() -> bool:
-            r = ens.unit(follower).running()
-            return bool(await zkc_available(3)) and r is not None and (old is None or r.pid != old.pid)
+            # The status must show it back: restarted (its count went up), ready, and quorum whole.
+            members = {m.id: m for m in (await get_zkc()).status.members}
+            again = members.get(victim.id)
+            back = again is not None and again.ready and again.restarts > victim.restarts
+            return back and bool(await zkc_available(3))
 
         await poll(healed)
-        return f"killed member {follower} of orders-zk (kill -9); restarted with its id and data"
+        return f"killed member {victim.id} of orders-zk (kill -9); restarted with its id and data, serving again"
 
     async def scale_cluster() -> str:
         assert store is not None
