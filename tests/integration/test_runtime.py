@@ -16,6 +16,7 @@ import pytest
 from zkop.api import parse_object
 from zkop.client.connect import Connection
 from zkop.coord.election import LeaderElection, read_leader
+from zkop.platform.local.platform import LocalPlatform
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.runtime.result import Request, Result
@@ -327,6 +328,35 @@ async def test_controllers_restart_after_leadership_blip(connection: Connection,
                 recorder.changed.clear()
                 await recorder.changed.wait()
         assert manager.leading
+    finally:
+        manager.stop()
+        await task
+
+
+async def test_a_term_refused_by_the_platform_steps_down_and_campaigns_again(
+    connection: Connection, store: Store, tmp_path: Path
+) -> None:
+    """A replica that wins but finds a newer epoch already recorded by the platform (it was
+    paused between winning and leading) must not crash: it steps down and campaigns again."""
+    platform = LocalPlatform(tmp_path / "state", "zkop-operator")
+    newer = 3
+    platform.claim(newer)  # as if a later term had acted already
+    recorder = Recorder()
+    manager = Manager(
+        connection,
+        ManagerOptions(name="refused", session_timeout=6.0, metrics_port=None),
+        controllers=[Controller("refused", "OperatorConfig", recorder, resync_period=60)],
+        platforms=[platform],
+    )
+    task = asyncio.create_task(manager.run())
+    try:
+        async with asyncio.timeout(20):
+            while manager.epoch is None:
+                assert not task.done(), "the manager must not stop on a refused term"
+                await asyncio.sleep(0.05)
+        assert manager.epoch >= newer and manager.leading
+        rejected = manager.metrics.fencing_rejections.labels(manager.identity)._value.get()
+        assert rejected >= 1, "the older terms were refused"
     finally:
         manager.stop()
         await task

@@ -13,8 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from zkop.errors import ZkopError
 from zkop.zk.config import MemberAddress, ServerSettings
 from zkop.zk.fourlw import ServerState
+
+
+class FencedError(ZkopError):
+    """A platform action carried an epoch older than one already seen: the caller was deposed."""
 
 
 @dataclass(frozen=True)

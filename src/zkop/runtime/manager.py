@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from zkop.client.bridge import ZkClient
 from zkop.client.connect import Connection
 from zkop.coord.election import LeaderElection, default_identity
+from zkop.platform.base import FencedError
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.http import HealthServer
 from zkop.runtime.metrics import ManagerMetrics
@@ -27,12 +28,15 @@ from zkop.store import Store
 
 log = logging.getLogger("zkop.manager")
 
+FENCED_PAUSE = 0.5  # seconds before campaigning again after a term was refused at its start
+
 
 class FencedPlatform(Protocol):
     name: str
 
     def claim(self, epoch: int) -> None:
-        """Record ``epoch`` as the newest; older epochs are refused from now on."""
+        """Record ``epoch`` as the newest; older epochs are refused from now on (``FencedError``,
+        also for ``epoch`` itself when a newer one was seen)."""
 
 
 @dataclass
@@ -149,8 +153,19 @@ class Manager:
     async def _lead(self, store: Store, epoch: int) -> None:
         assert self.election is not None
         m, name = self.metrics, self.options.name
-        for platform in self.platforms:
-            platform.claim(epoch)
+        try:
+            for platform in self.platforms:
+                platform.claim(epoch)
+        except FencedError as exc:
+            # Deposed between winning and leading (paused in between): a newer term has acted.
+            m.fencing_rejections.labels(self.identity).inc()
+            log.warning("fenced before leading: %s; stepping down", exc, extra={"manager": name, "epoch": epoch})
+            await self.election.resign()
+            log.info("stopped leading", extra={"manager": name, "epoch": epoch})
+            # A moment before campaigning again, so a refused replica does not spin.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), FENCED_PAUSE)
+            return
         self.epoch, self.leading_since = epoch, time.time()
         m.leader.labels(name).set(1)
         m.epoch.labels(name).set(epoch)

@@ -11,11 +11,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from zkop.errors import ZkopError
+from zkop.platform.base import FencedError
 
-
-class FencedError(ZkopError):
-    """A platform action carried an epoch older than one already seen: the caller was deposed."""
+__all__ = ["EpochFence", "FencedError"]
 
 
 class EpochFence:
