@@ -23,3 +23,9 @@ class ConfigurationError(ZkopError):
 
 class ValidationError(ZkopError):
     """Input was refused; nothing was written."""
+
+
+class Fenced(ZkopError):
+    """An action of a leadership term older than one already seen was refused: the caller was
+    deposed. Raised by the store (a write's epoch check failed) and by every platform; the
+    runtime stops the deposed replica's controllers instead of retrying."""

@@ -24,8 +24,8 @@ from zkop.cli.main import app as cli
 from zkop.client.connect import Connection
 from zkop.controllers.application import controller as app_controller
 from zkop.discovery import AsyncServiceDiscovery, Proxy, registry
+from zkop.errors import Fenced
 from zkop.platform.base import Resources
-from zkop.platform.local.fence import FencedError
 from zkop.platform.local.instances import Cgroups, Limits, LocalInstances
 from zkop.platform.local.platform import LocalPlatform
 from zkop.runtime.manager import Manager, ManagerOptions
@@ -463,7 +463,7 @@ async def test_a_new_operator_adopts_instances_and_keeps_endpoints(env: Env) -> 
         assert [r.restarts for r in env.instances.records("default", "web")] == [0, 0, 0]
         # The deposed term can act on nothing.
         assert old_epoch is not None and new.manager.epoch is not None and new.manager.epoch > old_epoch
-        with pytest.raises(FencedError):
+        with pytest.raises(Fenced):
             env.instances.stop("default", "web", "web-1", epoch=old_epoch, remove=False)
     finally:
         await sd.close()

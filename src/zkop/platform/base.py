@@ -1,25 +1,40 @@
-"""The seam between controllers and where processes run.
+"""The seam between controllers and where things run.
 
-A controller asks a platform to make a member exist, to stop it, or to tell what
-exists; it never starts processes itself. Every action carries the epoch of the
-leadership term it was decided in, and a platform refuses an action whose epoch
-is older than the newest it has seen (fencing). ``epoch=None`` is a person acting
-by hand through the CLI.
+Controllers decide; a platform runs things and reports what it sees. A controller
+asks a platform to make a member exist, to stop it, to remove it, or to tell what
+exists, and never starts a process, reads a pid or a path itself. Observations are
+neutral (running, ready, restarts, last exit, address, usage), so the same controller
+is correct on every platform.
+
+Every action carries the epoch of the leadership term it was decided in; a platform
+refuses an action whose epoch is older than the newest it has seen by raising
+:class:`Fenced`. ``epoch=None`` is a person (or the local control-plane keeper) acting
+outside any term.
+
+A new platform implements :class:`ZookeeperPlatform` (and, for applications,
+:class:`InstancePlatform`); ``zkop operator run`` is the one place that picks it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from zkop.errors import ZkopError
+from zkop.errors import Fenced
 from zkop.zk.config import MemberAddress, ServerSettings
 from zkop.zk.fourlw import ServerState
 
-
-class FencedError(ZkopError):
-    """A platform action carried an epoch older than one already seen: the caller was deposed."""
+__all__ = [
+    "ClusterObservation",
+    "ClusterRef",
+    "Fenced",
+    "LastExit",
+    "MemberObservation",
+    "MemberTemplate",
+    "Resources",
+    "ZookeeperPlatform",
+]
 
 
 @dataclass(frozen=True)
@@ -34,53 +49,140 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class MemberSpec:
-    """What one ZooKeeper member should be."""
+class LastExit:
+    """How the previous run of a process ended. ``reason``: Completed, Error, OOMKilled,
+    Killed (a signal), Unknown; ``code``: the exit status when there was one."""
 
-    cluster: str
-    member_id: int
+    reason: str
+    code: int | None = None
+    at: float | None = None
+
+
+# ---------------------------------------------------------------- ZooKeeper members
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """Which ensemble: the ZookeeperCluster's namespace and name."""
+
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class MemberTemplate:
+    """What every member of an ensemble runs with. ``config_hash`` names this template:
+    a member started from another hash is stale and is rolled."""
+
     settings: ServerSettings
-    # The dynamic configuration a brand-new member starts with (ignored when it has data).
-    membership: tuple[MemberAddress, ...] = ()
+    config_hash: str
     zookeeper_home: str | None = None
+    image: str | None = None
+    resources_requests: Resources = field(default_factory=Resources)
+    resources_limits: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
 class MemberObservation:
-    """One member as the platform sees it now."""
+    """One member as the platform sees it now.
 
-    cluster: str
-    member_id: int
+    ``running``: its process (container) exists. ``ready``: it serves clients as part
+    of a quorum. ``unresponsive``: it exists but cannot answer at all (paused, hung).
+    ``config_hash``: the template it was started from (None: unknown). ``state``: what
+    the server itself reports (mode, zxid, sync state, latency).
+    """
+
+    id: int
     address: MemberAddress
     running: bool
-    paused: bool
-    pid: int | None
+    ready: bool
+    unresponsive: bool
     restarts: int
     data_present: bool
     state: ServerState
+    started_at: float | None = None
+    config_hash: str | None = None
+    last_exit: LastExit | None = None
 
     @property
-    def serving(self) -> bool:
-        return self.running and not self.paused and self.state.serving
+    def role(self) -> str:
+        """leader | follower | observer when it serves, else down | unresponsive | starting."""
+        if not self.running:
+            return "down"
+        if self.unresponsive:
+            return "unresponsive"
+        if not self.ready:
+            return "starting"
+        return self.state.mode
 
 
-class Platform(Protocol):
-    """Where ZooKeeper members run: local processes now, Kubernetes Pods later."""
+@dataclass(frozen=True)
+class ClusterObservation:
+    """Everything the platform sees of one ensemble.
+
+    ``next_id``: the lowest member id never handed out (ids are never reused).
+    ``stored_membership``/``stored_config_version``: the newest dynamic configuration the
+    members keep in their data, for when no member serves and none can be asked.
+    """
+
+    members: tuple[MemberObservation, ...]
+    next_id: int
+    stored_membership: tuple[MemberAddress, ...] = ()
+    stored_config_version: int | None = None
+
+    def member(self, member_id: int) -> MemberObservation | None:
+        return next((m for m in self.members if m.id == member_id), None)
+
+
+class ZookeeperPlatform(Protocol):
+    """Where ZooKeeper members run: local processes, or Kubernetes Pods."""
 
     name: str
 
-    async def ensure_member(self, spec: MemberSpec, *, epoch: int | None) -> MemberObservation:
-        """Make the member exist and run (create its files on first use)."""
+    async def observe(self, cluster: ClusterRef) -> ClusterObservation | None:
+        """Every member the platform has for the cluster, running or not; None when it has none."""
         ...
 
-    async def stop_member(self, cluster: str, member_id: int, *, epoch: int | None, grace: float = 10.0) -> None:
-        """Stop the member's process; keep its data."""
+    async def reserve_address(
+        self, cluster: ClusterRef, member_id: int, template: MemberTemplate, *, epoch: int | None
+    ) -> MemberAddress:
+        """Give a new member id its address (host and ports) before any member is made, so an
+        initial configuration can list every member. Idempotent; an id below ``next_id`` that
+        the cluster no longer has is refused (ids are never reused)."""
         ...
 
-    async def remove_member(self, cluster: str, member_id: int, *, epoch: int | None, purge_data: bool) -> None:
-        """Stop the member and forget it; delete its data when ``purge_data``."""
+    async def ensure_member(
+        self,
+        cluster: ClusterRef,
+        member_id: int,
+        template: MemberTemplate,
+        membership: Sequence[MemberAddress],
+        *,
+        epoch: int | None,
+    ) -> None:
+        """Make the member exist and run. A new member (with an id at or above ``next_id``)
+        starts with ``membership`` plus itself as its configuration; an existing one keeps
+        its data and configuration and is started when it is not running. A running member
+        is left alone (restarting is :meth:`stop_member` then this)."""
         ...
 
-    async def observe(self, cluster: str) -> Sequence[MemberObservation]:
-        """Every member the platform knows for the cluster, running or not."""
+    async def stop_member(self, cluster: ClusterRef, member_id: int, *, epoch: int | None) -> None:
+        """Stop the member's process gracefully; keep it and its data."""
+        ...
+
+    async def remove_member(self, cluster: ClusterRef, member_id: int, *, purge_data: bool, epoch: int | None) -> None:
+        """Stop the member and forget it; its data is deleted with ``purge_data``, else kept
+        aside where it is never attached to another id."""
+        ...
+
+    async def remove_cluster(self, cluster: ClusterRef, *, purge_data: bool, epoch: int | None) -> None:
+        """After every member is gone: remove what is left of the cluster (data as above)."""
+        ...
+
+    async def super_password(self, cluster: ClusterRef) -> str:
+        """The cluster's super-user password, for reconfiguration (created on first use)."""
         ...

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from zkop.client.bridge import ZkClient
 from zkop.client.connect import Connection
 from zkop.coord.election import LeaderElection, default_identity
-from zkop.platform.base import FencedError
+from zkop.errors import Fenced
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.http import HealthServer
 from zkop.runtime.metrics import ManagerMetrics
@@ -35,7 +35,7 @@ class FencedPlatform(Protocol):
     name: str
 
     def claim(self, epoch: int) -> None:
-        """Record ``epoch`` as the newest; older epochs are refused from now on (``FencedError``,
+        """Record ``epoch`` as the newest; older epochs are refused from now on (``Fenced``,
         also for ``epoch`` itself when a newer one was seen)."""
 
 
@@ -156,7 +156,7 @@ class Manager:
         try:
             for platform in self.platforms:
                 platform.claim(epoch)
-        except FencedError as exc:
+        except Fenced as exc:
             # Deposed between winning and leading (paused in between): a newer term has acted.
             m.fencing_rejections.labels(self.identity).inc()
             log.warning("fenced before leading: %s; stepping down", exc, extra={"manager": name, "epoch": epoch})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from zkop.errors import ZkopError
+from zkop.errors import Fenced, ZkopError
+
+__all__ = ["AlreadyExists", "Conflict", "CorruptObject", "Fenced", "NotFound", "StoreError", "TooLarge"]
 
 
 class StoreError(ZkopError):
@@ -32,7 +34,3 @@ class CorruptObject(StoreError):
         super().__init__(f"corrupt object at {path}: {reason}", hint="fix or delete the znode; zkop skips it meanwhile")
         self.path = path
         self.reason = reason
-
-
-class Fenced(StoreError):
-    """A write was refused because the writer's leadership epoch is no longer current."""

@@ -19,12 +19,13 @@ Decisions worth knowing:
   and the autoscaler records the current count as its first recommendation, so it waits a
   full stabilisation window before scaling down.
 - **Load metrics**: each instance reports its load itself, as an ephemeral znode under
-  ``services/<ns>/<app>/load/<instance>`` in the control-plane ZooKeeper (the registry
-  folders accept anonymous creates there; instances get only the address,
-  ``ZKOP_REGISTRY_HOSTS``, never control-plane credentials). The controller reads the
-  loads of ready instances. CPU utilisation is measured by the controller (cgroup
-  accounting or the process tree's CPU time) relative to ``resources.requests.cpu``
-  (one core when no request is given).
+  ``services/<ns>/<app>/load/<instance>`` in the control-plane ZooKeeper. Instances get the
+  address (``ZKOP_REGISTRY_HOSTS``) and their service's own registry identity
+  (``ZKOP_REGISTRY_AUTH``, which may write only in that service's ``endpoints`` and
+  ``load``), never the operator's credentials. The controller reads the loads of ready
+  instances. CPU utilisation is measured by the controller (cgroup accounting or the
+  process tree's CPU time) relative to ``resources.requests.cpu`` (one core when no
+  request is given).
 - **Bad input never loops wildly**: a start that cannot work (command not found, a fixed
   port in use, a missing workingDir) leaves the instance ``Failed`` with the reason and is
   retried with the crash-loop backoff, so fixing the machine fixes the application; a
@@ -57,7 +58,6 @@ from zkop.discovery import registry
 from zkop.discovery.instances import Instance
 from zkop.platform.base import Resources
 from zkop.platform.local import probes
-from zkop.platform.local.fence import FencedError
 from zkop.platform.local.instances import InstanceRecord, Limits, LocalInstances, StartFailed, env_name
 from zkop.runtime.conditions import merge_conditions
 from zkop.runtime.controller import Context, Controller, Periodic, Watch
@@ -112,7 +112,8 @@ class ApplicationReconciler:
         self.memory: dict[str, AppMemory] = {}
         self.refs: dict[tuple[str, str], set[Request]] = {}  # ZookeeperCluster -> applications using it
         self._placing = asyncio.Lock()  # capacity check and placement, across applications
-        self._ensured: set[str] = set()  # applications whose registry folders exist
+        # Applications whose registry folders and identity were made (or repaired) by this run.
+        self._ensured: dict[str, registry.ServiceIdentity] = {}
 
     def apps_using(self, obj: Resource) -> list[Request]:
         """Applications to look at again when a ZookeeperCluster changes."""
@@ -121,13 +122,6 @@ class ApplicationReconciler:
     # ---- the reconcile ----------------------------------------------------------------
 
     async def reconcile(self, request: Request, ctx: Context) -> Result:
-        try:
-            return await self._reconcile(request, ctx)
-        except FencedError as exc:
-            # The platform refused an action of an old term: this replica was deposed.
-            raise Fenced(str(exc), hint="this operator replica is no longer the leader") from None
-
-    async def _reconcile(self, request: Request, ctx: Context) -> Result:
         try:
             app = await ctx.store.get("Application", request.namespace, request.name)
         except NotFound:
@@ -155,6 +149,7 @@ class ApplicationReconciler:
 
         ns, name = app.namespace, app.name
         mem = self.memory.setdefault(request.key, AppMemory())
+        await self._ensure_service(ctx, app)  # before any start: instances get its identity
         zk_hosts, ref_problem = await self._cluster_hosts(ctx, app)
         thash = template_hash(app)
         present = await self._endpoints(ctx, app.namespace, app.name)
@@ -229,10 +224,14 @@ class ApplicationReconciler:
             "PORT": str(rec.port),
             **{env_name(n): str(p) for n, p in rec.ports.items()},
             "ZK_HOSTS": zk_hosts,
-            # Where instances report their load: an address only (anonymous, ephemeral znodes).
+            # Where instances report their load, and as whom: the service's identity, which may
+            # write only in its own registry folders (never the operator's credentials).
             "ZKOP_REGISTRY_HOSTS": ctx.store.client.hosts,
             "ZKOP_REGISTRY_ROOT": self.root,
         }
+        identity = self._ensured.get(app.key)
+        if identity is not None:
+            env[registry.AUTH_ENV] = identity.credentials
         return env
 
     async def _supervise(
@@ -397,7 +396,8 @@ class ApplicationReconciler:
 
     async def _remove_service(self, ctx: Context, namespace: str, app: str) -> None:
         """The service's registry folders go with the application, with the loads its stopped
-        instances reported. Left in place while anything else is registered there."""
+        instances reported, and then its registry identity. Left in place while anything else
+        is registered there."""
         client = ctx.store.client
         load = registry.load_path(self.root, namespace, app)
         try:
@@ -409,10 +409,13 @@ class ApplicationReconciler:
         ops.append(Op.delete(registry.service_path(self.root, namespace, app)))
         with contextlib.suppress(TransactionFailed):  # gone already, or someone else registered
             await self._commit(ctx, ops)
+        if await client.exists(registry.service_path(self.root, namespace, app)) is None:
+            with contextlib.suppress(TransactionFailed):  # never made, or removed already
+                await self._commit(ctx, [Op.delete(registry.credentials_path(self.root, namespace, app))])
 
     def _forget(self, request: Request) -> None:
         self.memory.pop(request.key, None)
-        self._ensured.discard(request.key)
+        self._ensured.pop(request.key, None)
         for users in self.refs.values():
             users.discard(request)
 
@@ -578,9 +581,7 @@ class ApplicationReconciler:
     ) -> None:
         client = ctx.store.client
         acl = list(ctx.store.acl or [])
-        if app.key not in self._ensured:
-            await registry.ensure_service(client, self.root, app.namespace, app.name, acl)
-            self._ensured.add(app.key)
+        await self._ensure_service(ctx, app)
         base = registry.endpoints_path(self.root, app.namespace, app.name)
         want = {r.name: Instance(r.name, HOST, r.port, {"app": app.name, "namespace": app.namespace}) for r in ready}
         for inst_name, inst in want.items():
@@ -589,7 +590,7 @@ class ApplicationReconciler:
                 try:
                     await self._commit(ctx, [Op.create(path, registry.encode(inst), acl=[*acl, registry.WORLD_READ])])
                 except TransactionFailed:
-                    self._ensured.discard(app.key)  # its folders may be gone: make them next time
+                    self._ensured.pop(app.key, None)  # its folders may be gone: make them next time
                 continue
             with contextlib.suppress(Exception):
                 raw, _ = await client.get(path)
@@ -597,6 +598,15 @@ class ApplicationReconciler:
                     await self._commit(ctx, [Op.set(path, registry.encode(inst))])
         # Everything else under the endpoints of an application zkop runs is stale.
         await self._withdraw(ctx, app.namespace, app.name, present - set(want))
+
+    async def _ensure_service(self, ctx: Context, app: Application) -> registry.ServiceIdentity:
+        """The service's registry folders (ACLs repaired) and identity, once per operator run."""
+        identity = self._ensured.get(app.key)
+        if identity is None:
+            acl = list(ctx.store.acl or [])
+            identity = await registry.ensure_service(ctx.store.client, self.root, app.namespace, app.name, acl)
+            self._ensured[app.key] = identity
+        return identity
 
     async def _withdraw(self, ctx: Context, namespace: str, app: str, names: set[str]) -> None:
         base = registry.endpoints_path(self.root, namespace, app)

@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from zkop.platform.base import FencedError
+from zkop.errors import Fenced
 
-__all__ = ["EpochFence", "FencedError"]
+__all__ = ["EpochFence", "Fenced"]
 
 
 class EpochFence:
@@ -34,7 +34,7 @@ class EpochFence:
             if epoch is not None:
                 newest = self.newest()
                 if newest is not None and epoch < newest:
-                    raise FencedError(
+                    raise Fenced(
                         f"action refused: epoch {epoch} is older than epoch {newest} already seen",
                         hint="this operator replica is no longer the leader",
                     )
