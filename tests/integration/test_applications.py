@@ -304,6 +304,10 @@ async def test_autoscale_up_and_down_on_reported_load(env: Env) -> None:
     await post(obj.status.instances[0].port, "/load?value=25")
     obj = await env.wait(lambda a: a.status.desired_replicas == 3 and ready(3)(a), name="auto")
     assert obj.status.last_scale_time is not None
+    # Instances report as their service's registry identity (ZKOP_REGISTRY_AUTH), not anonymously.
+    load = f"{registry.load_path(env.conn.root, 'default', 'auto')}/{obj.status.instances[0].name}"
+    acl, _ = await env.store.client.get_acls(load)
+    assert {(a.perms, a.id.id.split(":")[0]) for a in acl} == {(31, "svc/default/auto"), (1, "anyone")}
     assert obj.spec.replicas == 1  # the spec stays the user's
     for inst in obj.status.instances:
         await post(inst.port, "/load?value=0")
@@ -543,8 +547,9 @@ async def test_delete_stops_instances_and_withdraws_endpoints(env: Env) -> None:
     assert not (env.state / "apps" / "default" / "gone").exists()
     client = env.conn.client()
     await client.start()
-    try:  # the service's registry folders went with it
+    try:  # the service's registry folders went with it, and its registry identity
         assert await client.exists(registry.service_path(env.conn.root, "default", "gone")) is None
+        assert await client.exists(registry.credentials_path(env.conn.root, "default", "gone")) is None
     finally:
         await client.stop()
     sd = AsyncServiceDiscovery(env.conn.hosts, root=env.conn.root)

@@ -258,11 +258,11 @@ async def test_no_instance(connection: Connection, zk_client: ZkClient, sd: Asyn
 async def test_self_registration_is_ephemeral(
     connection: Connection, sd: AsyncServiceDiscovery, zk_client: ZkClient
 ) -> None:
-    await registry.ensure_service(zk_client, connection.root, "default", "legacy", connection.acl())
+    identity = await registry.ensure_service(zk_client, connection.root, "default", "legacy", connection.acl())
     provider = await sd.provider("default/legacy")
-    other = AsyncServiceDiscovery(connection.hosts, root=connection.root)  # anonymous, like a service
+    other = AsyncServiceDiscovery(connection.hosts, root=connection.root)  # a service with its identity
     await other.start()
-    reg = await other.register("default", "legacy", inst(7))
+    reg = await other.register("default", "legacy", inst(7), credentials=identity.credentials)
     await reg.report_load(0.5)
     await provider.cache.wait_for(lambda xs: ids(xs) == ["i7"], BOUND)
     assert await registry.read_loads(zk_client, connection.root, "default", "legacy") == {"i7": 0.5}
@@ -276,8 +276,9 @@ async def test_self_registration_is_ephemeral(
 async def test_unregister_and_reregister_after_session_expiry(
     connection: Connection, sd: AsyncServiceDiscovery, zk_client: ZkClient
 ) -> None:
-    provider = await sd.provider("default/svc")  # no folders yet: the service makes them
-    reg = await sd.register("default", "svc", inst(1))
+    provider = await sd.provider("default/svc")  # before the service is in the registry
+    identity = await registry.ensure_service(zk_client, connection.root, "default", "svc", connection.acl())
+    reg = await sd.register("default", "svc", inst(1), credentials=identity.credentials)
     await reg.report_load(2.0)
     await provider.cache.wait_for(lambda xs: ids(xs) == ["i1"], BOUND)
     # The session expires: the endpoint goes, and comes back with the new session, load too.
@@ -295,31 +296,30 @@ async def test_unregister_and_reregister_after_session_expiry(
         return await registry.read_loads(zk_client, connection.root, "default", "svc") == {"i1": 2.0}
 
     await eventually(load_back)
-    # unregister takes it out at once (an anonymous client may not delete in the shared folder,
-    # so it ends its session).
+    # unregister takes it out at once (it ends the registration's session).
     await reg.unregister()
     await provider.cache.wait_for(lambda xs: xs == [], BOUND)
     assert await registry.read_loads(zk_client, connection.root, "default", "svc") == {}
 
 
-async def test_self_registered_znode_acls(connection: Connection, sd: AsyncServiceDiscovery) -> None:
-    auth = [("digest", "svc:secret")]
-    async with AsyncServiceDiscovery(connection.hosts, root=connection.root, auth_data=auth) as owner:
+async def test_self_registered_znode_acls(connection: Connection, zk_client: ZkClient) -> None:
+    identity = await registry.ensure_service(zk_client, connection.root, "default", "authed", connection.acl())
+    # The identity may come as auth_data of the discovery client, too.
+    async with AsyncServiceDiscovery(connection.hosts, root=connection.root, auth_data=identity.auth_data) as owner:
         reg = await owner.register("default", "authed", inst(1))
-        anon_reg = await sd.register("default", "authed", inst(2))
         anon = KazooClient(connection.hosts)
         anon.start(timeout=10)
         try:
             acl, _ = anon.get_acls(reg.path)  # (ZooKeeper shows others a digest's hash as "x")
             assert sorted((a.perms, a.id.scheme, a.id.id.split(":")[0]) for a in acl) == [
                 (Permissions.READ, "world", "anyone"),
-                (Permissions.ALL, "digest", "svc"),
+                (Permissions.ALL, "digest", "svc/default/authed"),
             ], "world READ plus full rights for its creator"
-            assert make_digest_acl("svc", "secret", all=True) in reg.client.kazoo.get_acls(reg.path)[0]
+            assert make_digest_acl(identity.user, identity.password, all=True) in reg.client.kazoo.get_acls(reg.path)[0]
             assert registry.decode(anon.get(reg.path)[0]) == inst(1), "readable by anyone"
             with pytest.raises(NoAuthError):
                 anon.set(reg.path, b"{}")
-            other = KazooClient(connection.hosts, auth_data=[("digest", "svc2:secret")])
+            other = KazooClient(connection.hosts, auth_data=[("digest", "svc/default/other:secret")])
             other.start(timeout=10)
             try:
                 with pytest.raises(NoAuthError):
@@ -328,7 +328,7 @@ async def test_self_registered_znode_acls(connection: Connection, sd: AsyncServi
                 other.stop()
                 other.close()
             await reg.report_load(1.0)  # the creator itself may write
-            assert anon.get_acls(anon_reg.path)[0] == [registry.WORLD_ALL], "an anonymous creator cannot be named"
+            assert await zk_client.exists(reg.path) is not None
         finally:
             anon.stop()
             anon.close()
@@ -354,11 +354,23 @@ async def test_anonymous_clients_read_but_cannot_change_operator_endpoints(
         anon.close()
 
 
+async def _grant(connection: Connection, namespace: str, app: str) -> registry.ServiceIdentity:
+    client = connection.client()
+    await client.start()
+    try:
+        return await registry.ensure_service(client, connection.root, namespace, app, connection.acl())
+    finally:
+        await client.stop()
+
+
 def test_blocking_api(connection: Connection, shared_zk: object) -> None:
+    identity = asyncio.run(_grant(connection, "default", "sync"))
     with ServiceDiscovery(connection.hosts, root=connection.root) as sd:
         provider = sd.provider("default/sync", strategy="least_connections")
         assert provider.get_instance() is None
-        reg = sd.register("default", "sync", inst(3))
+        with pytest.raises(registry.RegistryError, match="registry identity"):
+            sd.register("default", "sync", inst(3))  # anonymous: refused before writing
+        reg = sd.register("default", "sync", inst(3), credentials=identity.credentials)
         reg.report_load(1.5)
         assert provider.wait_instance(timeout=BOUND).id == "i3"
         with provider.call() as chosen:

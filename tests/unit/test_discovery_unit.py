@@ -8,6 +8,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kazoo.security import Permissions
 
 from zkop.cli.proxy import parse_listen
 from zkop.discovery import DownInstancePolicy, Instance, NoInstanceError, ServiceCache, ServiceProvider, registry
@@ -75,8 +76,44 @@ def test_parse_service() -> None:
 
 
 def test_creator_acl() -> None:
-    assert registry.creator_acl(False) == [registry.WORLD_ALL]
-    assert registry.creator_acl(True) == [registry.WORLD_READ, registry.OWNER_ALL]
+    # No anonymous variant: a service writes only with its identity, named by the auth scheme.
+    assert registry.creator_acl() == [registry.WORLD_READ, registry.OWNER_ALL]
+
+
+def test_service_identity() -> None:
+    ident = registry.ServiceIdentity("default", "legacy", "s3cret")
+    assert ident.user == "svc/default/legacy"
+    assert ident.credentials == "svc/default/legacy:s3cret"
+    assert ident.auth_data == [("digest", "svc/default/legacy:s3cret")]
+    assert "s3cret" not in repr(ident), "the password never shows in logs or tracebacks"
+    assert registry.ServiceIdentity.from_json("default", "legacy", ident.to_json()) == ident
+    # Data that is not this service's identity is refused, never taken.
+    assert registry.ServiceIdentity.from_json("default", "other", ident.to_json()) is None
+    for raw in (
+        b"",
+        b"{}",
+        b"[1]",
+        b'{"user": "svc/default/legacy"}',
+        b'{"user": "svc/default/legacy", "password": ""}',
+    ):
+        assert registry.ServiceIdentity.from_json("default", "legacy", raw) is None
+    perms = ident.folder_acl().perms
+    assert perms == Permissions.CREATE | Permissions.DELETE, "add and remove children, nothing else"
+
+
+def test_service_user_and_credentials() -> None:
+    assert registry.service_user("ns", "app") == "svc/ns/app"
+    with pytest.raises(ValueError, match="cannot contain ':'"):
+        registry.service_user("ns", "a:b")
+    with pytest.raises(ValueError, match="not a valid znode name"):
+        registry.service_user("ns", "")
+    assert registry.parse_credentials("svc/ns/app:pw:with:colons") == ("svc/ns/app", "pw:with:colons")
+    for bad in ("", "user", "user:", ":pw"):
+        with pytest.raises(ValueError, match="USER:PASSWORD"):
+            registry.parse_credentials(bad)
+    with pytest.raises(ValueError) as info:
+        registry.parse_credentials("no-colon-secret")
+    assert "no-colon-secret" not in str(info.value), "what may be a secret is not echoed"
 
 
 def test_parse_listen() -> None:

@@ -12,6 +12,7 @@ import zkop
 from zkop.cli import apps, cluster, local, resources
 from zkop.cli import operator as operator_cli
 from zkop.cli import proxy as proxy_cli
+from zkop.cli import registry as registry_cli
 from zkop.cli.output import Output, console, emit, fail
 from zkop.errors import ZkopError
 from zkop.platform.local import statedir
@@ -35,6 +36,7 @@ class Context:
 
 
 app.add_typer(operator_cli.app, name="operator")
+app.add_typer(registry_cli.app, name="registry")
 resources.register(app)
 cluster.register(app)
 proxy_cli.register(app)

@@ -268,6 +268,16 @@ class ZkClient:
     async def ensure_path(self, path: str, acl: Sequence[Any] | None = None) -> None:
         await _to_future(self.loop, self.kazoo.ensure_path_async(path, acl=list(acl) if acl else None))
 
+    async def get_acls(self, path: str) -> tuple[list[Any], ZnodeStat]:
+        """The znode's ACL and stat (digest ids show as ``user:x`` without ADMIN rights)."""
+        result: tuple[list[Any], ZnodeStat] = await _to_future(self.loop, self.kazoo.get_acls_async(path))
+        return result
+
+    async def set_acls(self, path: str, acls: Sequence[Any], version: int = -1) -> ZnodeStat:
+        """Replace the znode's ACL; ``version`` is checked against the stat's ``aversion``."""
+        result: ZnodeStat = await _to_future(self.loop, self.kazoo.set_acls_async(path, list(acls), version))
+        return result
+
     async def reconfig(
         self, *, joining: str | None = None, leaving: str | None = None, from_config: int = -1
     ) -> tuple[bytes, ZnodeStat]:

@@ -4,10 +4,12 @@
   ``provider("ns/app", strategy=...)`` for a service, kept current by watches;
 - :class:`ServiceProvider`: ``get_instance(key)``, ``aget_instance``, ``call(key)``,
   ``note_error`` / ``note_success`` (the down-instance policy);
-- ``register(ns, app, instance)``: ephemeral self-registration with ``report_load``;
+- ``register(ns, app, instance, credentials=...)``: ephemeral self-registration with
+  ``report_load``, with the service's registry identity (:class:`ServiceIdentity`);
 - :class:`Proxy`: an asyncio TCP proxy over a provider (``zkop proxy``);
 - :mod:`zkop.discovery.registry`: the layout, ACLs and the operator's side
-  (``publish_endpoint``, ``withdraw_endpoint``, ``ensure_service``, ``read_loads``).
+  (``publish_endpoint``, ``withdraw_endpoint``, ``ensure_service``, ``read_loads``) and who
+  may write what.
 """
 
 from zkop.discovery import registry
@@ -24,6 +26,8 @@ from zkop.discovery.client import (
 from zkop.discovery.instances import Instance
 from zkop.discovery.proxy import Proxy, ProxyStats
 from zkop.discovery.registry import (
+    RegistryError,
+    ServiceIdentity,
     ensure_service,
     publish_endpoint,
     read_loads,
@@ -42,8 +46,10 @@ __all__ = [
     "Proxy",
     "ProxyStats",
     "Registration",
+    "RegistryError",
     "ServiceCache",
     "ServiceDiscovery",
+    "ServiceIdentity",
     "ServiceProvider",
     "Strategy",
     "SyncRegistration",

@@ -15,7 +15,8 @@ Plain threads (the same cache, run by a private event loop thread)::
     with ServiceDiscovery("127.0.0.1:2181") as sd:
         provider = sd.provider("default/counter")
         inst = provider.get_instance()
-        reg = sd.register("default", "legacy", Instance("a", "127.0.0.1", 8080))  # ephemeral
+        reg = sd.register("default", "legacy", Instance("a", "127.0.0.1", 8080),
+                          credentials=os.environ["ZKOP_REGISTRY_AUTH"])  # ephemeral
         reg.report_load(0.7)
         reg.unregister()
 
@@ -29,15 +30,17 @@ go (only new names are read), a data watch per endpoint when one changes; after 
 connection comes back (kazoo drops its watches on a disconnect) and every
 ``resync_interval`` seconds it lists and reads everything again, so a lost watch costs at
 most that long. Endpoint data that cannot be read (NoAuth) or is not an endpoint is
-skipped with a warning (see :attr:`ServiceCache.skipped`), never fatal.
+skipped with a warning (see :attr:`ServiceCache.skipped`), never fatal. Reading needs no
+credentials.
 
-Self-registration (:meth:`AsyncServiceDiscovery.register`) opens a ZooKeeper session for
-each registration and creates EPHEMERAL znodes in it, so they disappear when the process
-dies or its session expires. ``unregister()`` ends that session: ZooKeeper lets a client
-delete a znode only with DELETE rights on its *folder*, which the shared ``endpoints``
-folder grants to nobody but the operator, so ending the session is the way an anonymous
-registration removes itself. A registration whose session expired is made again (and its
-last load report too) as soon as a new session is up.
+Self-registration (:meth:`AsyncServiceDiscovery.register`) needs the service's registry
+identity (``svc/<ns>/<app>:<password>``: ``ZKOP_REGISTRY_AUTH`` for instances zkop runs,
+``zkop registry grant NS/APP`` for other services) and a service already in the registry;
+without either it is refused before anything is written (see :mod:`.registry` for the
+ACLs). It opens a ZooKeeper session for each registration, authenticated with that
+identity only, and creates EPHEMERAL znodes in it, so they disappear when the process dies
+or its session expires. ``unregister()`` ends that session. A registration whose session
+expired is made again (and its last load report too) as soon as a new session is up.
 """
 
 from __future__ import annotations
@@ -501,28 +504,24 @@ class Registration:
         self.closed = False
         self._repair: asyncio.Task[None] | None = None
 
-    @property
-    def authenticated(self) -> bool:
-        return bool(self.client.kazoo.auth_data)
-
     async def start(self) -> None:
-        await registry.ensure_service_as_client(self.client, self.root, self.namespace, self.app, self.authenticated)
+        if not self.client.kazoo.auth_data:
+            raise registry.no_identity(self.namespace, self.app, "registering")
         await self._create()
         self.client.add_state_listener(self._on_state)
 
     async def _create(self) -> None:
         raw = registry.encode(self.instance)
-        acl = registry.creator_acl(self.authenticated)
         waited = False
         for _ in range(5):
             try:
-                await self.client.create(self.path, raw, acl=acl, ephemeral=True)
+                await self.client.create(self.path, raw, acl=registry.creator_acl(), ephemeral=True)
                 return
             except NoNodeError:
-                await registry.ensure_service_as_client(
-                    self.client, self.root, self.namespace, self.app, self.authenticated
-                )
-                continue
+                # Only the operator makes a service's folders.
+                raise registry.not_in_registry(self.namespace, self.app) from None
+            except NoAuthError:
+                raise registry.refused(self.client, self.namespace, self.app, "registering") from None
             except NodeExistsError:
                 pass
             try:
@@ -537,8 +536,8 @@ class Registration:
                     f"{self.namespace}/{self.app} instance {self.instance.id!r} is an endpoint the operator manages",
                     hint="self-registered instances need ids of their own",
                 )
-            # Another session's (perhaps this instance before a restart): replace it if
-            # allowed, else wait for that session to end.
+            # Another session's (perhaps this instance before a restart): replace it (the
+            # service's identity may delete in its folder), else wait for that session to end.
             try:
                 await self.client.delete(self.path, stat.version)
                 continue
@@ -700,10 +699,35 @@ class AsyncServiceDiscovery:
         return ServiceProvider(await self.cache(service), strategy, down)
 
     async def register(
-        self, namespace: str, app: str, instance: Instance, *, replace_wait: float = 30.0
+        self,
+        namespace: str,
+        app: str,
+        instance: Instance,
+        *,
+        credentials: str | None = None,
+        replace_wait: float = 30.0,
     ) -> Registration:
-        """Register ``instance`` of a service zkop does not run (ephemeral; see :class:`Registration`)."""
-        client = ZkClient(self.hosts, auth_data=self.auth_data, session_timeout=self.session_timeout)
+        """Register ``instance`` of a service (ephemeral; see :class:`Registration`).
+
+        ``credentials``: the service's registry identity, ``"svc/<ns>/<app>:<password>"``
+        (instances zkop runs find it in ``$ZKOP_REGISTRY_AUTH``; for a service zkop does not
+        run, ``zkop registry grant NS/APP`` prints it). Without it, the ``auth_data`` this
+        discovery client was made with is used. With neither, and for a service that is not
+        in the registry, :class:`~zkop.discovery.registry.RegistryError` says so before
+        anything is written.
+        """
+        registry.parse_service(f"{namespace}/{app}")  # validates the names
+        if credentials is not None:
+            try:
+                registry.parse_credentials(credentials)
+            except ValueError as exc:
+                raise registry.RegistryError(str(exc)) from None
+            auth = [("digest", credentials.strip())]
+        else:
+            auth = list(self.auth_data)
+        if not auth:
+            raise registry.no_identity(namespace, app, "registering")
+        client = ZkClient(self.hosts, auth_data=auth, session_timeout=self.session_timeout)
         await client.start()
         reg = Registration(client, self.root, namespace, app, instance, replace_wait=replace_wait)
         try:
@@ -832,10 +856,22 @@ class ServiceDiscovery:
     ) -> SyncServiceProvider:
         return SyncServiceProvider(self._loop, self._loop.run(self.aio.provider(service, strategy, down)))
 
-    def register(self, namespace: str, app: str, instance: Instance, *, replace_wait: float = 30.0) -> SyncRegistration:
+    def register(
+        self,
+        namespace: str,
+        app: str,
+        instance: Instance,
+        *,
+        credentials: str | None = None,
+        replace_wait: float = 30.0,
+    ) -> SyncRegistration:
+        """Register ``instance`` with the service's identity (see :meth:`AsyncServiceDiscovery.register`)."""
         return SyncRegistration(
             self._loop,
-            self._loop.run(self.aio.register(namespace, app, instance, replace_wait=replace_wait), replace_wait + 30),
+            self._loop.run(
+                self.aio.register(namespace, app, instance, credentials=credentials, replace_wait=replace_wait),
+                replace_wait + 30,
+            ),
         )
 
     def close(self) -> None:

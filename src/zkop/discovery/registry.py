@@ -4,36 +4,45 @@ Layout under the root (default ``/zkop``)::
 
     services/<namespace>/<app>/endpoints/<instance-id>   {"id","host","port","payload","registeredAt"}
     services/<namespace>/<app>/load/<instance-id>        {"value": float, "at": epoch seconds}
+    registry/credentials/<namespace>/<app>               {"user": "svc/<ns>/<app>", "password": ...}
 
 Who writes what:
 
-* The operator publishes the endpoints of the instances it runs (persistent znodes it
-  manages, :func:`publish_endpoint` / :func:`withdraw_endpoint`), and reads the load
-  reports for the autoscaler (:func:`read_loads`).
-* Services that zkop does not run register themselves with EPHEMERAL znodes, which
-  ZooKeeper removes when the registering session ends (see
-  :meth:`zkop.discovery.ServiceDiscovery.register`), and may report their load
-  (:func:`report_load`).
+* The operator makes each service's folders (:func:`ensure_service`), publishes the
+  endpoints of the instances it runs (persistent znodes it manages,
+  :func:`publish_endpoint` / :func:`withdraw_endpoint`), and reads the load reports for
+  the autoscaler (:func:`read_loads`). It makes folders for the Applications it runs, and
+  for other services when asked to (``zkop registry grant NS/APP``).
+* Each service has an identity of its own, the digest user ``svc/<namespace>/<app>``
+  with a random password (:class:`ServiceIdentity`, made once by
+  :func:`service_identity` and kept under ``registry/credentials``, readable by the
+  operator only). Instances zkop runs get it in ``ZKOP_REGISTRY_AUTH``; other services
+  get it from ``zkop registry grant``. With it a service registers itself (EPHEMERAL
+  znodes, see :meth:`zkop.discovery.ServiceDiscovery.register`) and reports its load
+  (:func:`report_load`), in its own service only.
+* Nobody else writes: an anonymous client, or another service's identity, can neither
+  add an endpoint or a load report, nor make a service, nor change or remove anything.
 
 ACLs, and why:
 
-* Discovery clients need no credentials, so everything under ``services`` is
-  world-READable. Only endpoints are there: nothing secret.
-* The folders made by :func:`ensure_service` carry the operator identity's ACL (full
-  rights) plus world READ. ``services``, ``services/<ns>``, ``endpoints`` and ``load``
-  also grant world CREATE, so that a service that zkop does not run can register itself
-  (creating its service's folders if they are missing) without operator credentials.
-  CREATE does not allow changing or deleting anything that exists: an anonymous client
-  can add a znode, never touch the operator's.
-* The operator's endpoints carry its ACL plus world READ: readable by all, changed only
-  by the operator.
-* A self-registered znode (and folders such a client creates) carries world READ plus
-  full rights for its creator, written with the ``auth`` scheme when the client is
-  authenticated (ZooKeeper expands it to the client's authenticated ids, so only the
-  same identity can change or delete it). An anonymous client cannot be named in an ACL
-  (the ``ip`` scheme would be wrong behind NAT and for every other process on the
-  host), so its znodes get world ALL; they are ephemeral, so they go with the session
-  anyway, and a service that needs protection should authenticate.
+* Discovery clients need no credentials (like DNS), so every znode under ``services``
+  grants world READ. Only endpoints are there: nothing secret.
+* ``services``, ``services/<ns>`` and ``services/<ns>/<app>``: the operator identity's
+  full rights plus world READ. No world CREATE anywhere: a new service is the operator's
+  decision.
+* ``endpoints`` and ``load``: the same, plus CREATE|DELETE for the service's identity.
+  ZooKeeper checks a child's creation and deletion on its parent, so this lets the
+  service add its own znodes and withdraw them; it also lets one instance of a service
+  remove another's (instances sharing an identity are one trust domain).
+* A znode a service creates carries world READ plus full rights for its creator, written
+  with the ``auth`` scheme (ZooKeeper expands it to the session's authenticated ids, so
+  only that identity can change it; the operator can still delete it through its rights
+  on the folder). A session without an identity cannot create with that ACL at all.
+* The operator's own endpoints carry its ACL plus world READ: readable by all, changed
+  only by the operator.
+* ``registry/credentials/...``: the operator identity only.
+* :func:`ensure_service` also repairs the ACLs of folders made by older versions of zkop
+  (which granted world CREATE), so an upgrade closes that hole by itself.
 * The root itself may stay operator-only: ZooKeeper does not check ACLs on the path
   to a znode, only on the znode itself.
 
@@ -44,54 +53,73 @@ differs from its name) or that cannot be read (NoAuth) is skipped, never fatal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NoAuthError, NodeExistsError, NoNodeError
-from kazoo.security import ACL, Id, Permissions, make_acl
+from kazoo.protocol.states import ZnodeStat
+from kazoo.security import ACL, Id, Permissions, make_acl, make_digest_acl
 
-from zkop.client.bridge import ZkClient
+from zkop.client.bridge import Op, TransactionFailed, ZkClient
 from zkop.discovery.instances import Instance
 from zkop.errors import ZkopError
 
 __all__ = [
+    "AUTH_ENV",
     "OWNER_ALL",
-    "WORLD_ALL",
     "WORLD_READ",
-    "WORLD_READ_CREATE",
+    "RegistryError",
+    "Revoked",
+    "ServiceIdentity",
     "creator_acl",
+    "credentials_path",
     "decode",
     "encode",
     "endpoints_path",
     "ensure_service",
-    "ensure_service_as_client",
     "list_endpoints",
     "load_path",
+    "parse_credentials",
     "parse_service",
     "publish_endpoint",
     "read_loads",
     "report_load",
+    "revoke_service",
+    "service_identity",
     "service_path",
+    "service_user",
+    "services_path",
     "withdraw_endpoint",
     "withdraw_load",
 ]
 
+AUTH_ENV = "ZKOP_REGISTRY_AUTH"
+"""The environment variable that carries a service's identity to its instances: ``svc/<ns>/<app>:<password>``."""
+
 WORLD_READ = make_acl("world", "anyone", read=True)
-WORLD_READ_CREATE = make_acl("world", "anyone", read=True, create=True)
-WORLD_ALL = make_acl("world", "anyone", all=True)
 OWNER_ALL = ACL(Permissions.ALL, Id("auth", ""))
 """Full rights for whoever creates the znode, as they are authenticated (the ``auth`` scheme)."""
+
+
+class RegistryError(ZkopError):
+    """A registry write that cannot be made: no identity, a service not in the registry,
+    or an identity that may not write there. Says what to pass and how to get it."""
 
 
 # ---- paths ------------------------------------------------------------------------
 
 
+def services_path(root: str) -> str:
+    return f"{root.rstrip('/')}/services"
+
+
 def service_path(root: str, namespace: str, app: str) -> str:
-    return f"{root.rstrip('/')}/services/{namespace}/{app}"
+    return f"{services_path(root)}/{namespace}/{app}"
 
 
 def endpoints_path(root: str, namespace: str, app: str) -> str:
@@ -100,6 +128,15 @@ def endpoints_path(root: str, namespace: str, app: str) -> str:
 
 def load_path(root: str, namespace: str, app: str) -> str:
     return f"{service_path(root, namespace, app)}/load"
+
+
+def credentials_base(root: str) -> str:
+    return f"{root.rstrip('/')}/registry/credentials"
+
+
+def credentials_path(root: str, namespace: str, app: str) -> str:
+    """Where the operator keeps a service's identity (readable by the operator only)."""
+    return f"{credentials_base(root)}/{namespace}/{app}"
 
 
 def _check_name(what: str, value: str) -> None:
@@ -118,6 +155,146 @@ def parse_service(name: str) -> tuple[str, str]:
     except ValueError:
         raise ValueError(f"service {name!r} is not NAMESPACE/APP (e.g. default/counter)") from None
     return ns, app
+
+
+# ---- identities -----------------------------------------------------------------------
+
+
+def service_user(namespace: str, app: str) -> str:
+    """The digest user of a service: ``svc/<namespace>/<app>`` ('/' cannot occur in either
+    name, so no two services share a user; ':' would end a digest user name, so it is refused)."""
+    _check_name("namespace", namespace)
+    _check_name("app", app)
+    for what, value in (("namespace", namespace), ("app", app)):
+        if ":" in value:
+            raise ValueError(f"{what} {value!r} cannot have a registry identity: digest user names cannot contain ':'")
+    return f"svc/{namespace}/{app}"
+
+
+def parse_credentials(value: str) -> tuple[str, str]:
+    """``"USER:PASSWORD"`` -> ``(user, password)`` (the value itself is never echoed: it is a secret)."""
+    user, sep, password = value.strip().partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"registry credentials must look like USER:PASSWORD, as in ${AUTH_ENV}")
+    return user, password
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    """A service's registry identity: digest user ``svc/<ns>/<app>`` and its password."""
+
+    namespace: str
+    app: str
+    password: str = field(repr=False)
+
+    @property
+    def user(self) -> str:
+        return service_user(self.namespace, self.app)
+
+    @property
+    def credentials(self) -> str:
+        """``user:password``: the value of ``ZKOP_REGISTRY_AUTH`` and of ``register(credentials=...)``."""
+        return f"{self.user}:{self.password}"
+
+    @property
+    def auth_data(self) -> list[tuple[str, str]]:
+        """kazoo ``auth_data`` for a session with this identity."""
+        return [("digest", self.credentials)]
+
+    def folder_acl(self) -> ACL:
+        """Its entry on ``endpoints`` and ``load``: add and remove children, nothing else."""
+        return make_digest_acl(self.user, self.password, create=True, delete=True)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"user": self.user, "password": self.password}, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, namespace: str, app: str, raw: bytes) -> ServiceIdentity | None:
+        """The identity in ``raw``, or None when it is not one (for that service)."""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            user, password = data["user"], data["password"]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
+            return None
+        if user != service_user(namespace, app) or not isinstance(password, str) or not password:
+            return None
+        return cls(namespace, app, password)
+
+
+def _owner(operator_acl: Sequence[Any]) -> list[ACL]:
+    owner = list(operator_acl)
+    if not owner:
+        # Without it the credentials would get kazoo's default (world ALL) ACL.
+        raise ValueError("the operator's ACL is needed to manage the registry")
+    return owner
+
+
+async def service_identity(
+    client: ZkClient, root: str, namespace: str, app: str, operator_acl: Sequence[Any]
+) -> ServiceIdentity:
+    """The service's identity, created on first use (as the operator).
+
+    Kept only in ZooKeeper, and made with a create that fails when another writer was
+    first (then theirs is read), so every operator replica and the CLI agree on it.
+    """
+    owner = _owner(operator_acl)
+    service_user(namespace, app)  # validates the names
+    path = credentials_path(root, namespace, app)
+    for _ in range(3):
+        try:
+            raw, _ = await client.get(path)
+        except NoNodeError:
+            pass
+        else:
+            identity = ServiceIdentity.from_json(namespace, app, raw)
+            if identity is None:
+                raise RegistryError(
+                    f"{path} is not a registry identity of {namespace}/{app}",
+                    hint=f"remove it with `zkop registry revoke {namespace}/{app}`, then grant again",
+                )
+            return identity
+        fresh = ServiceIdentity(namespace, app, secrets.token_urlsafe(24))
+        try:
+            await client.create(path, fresh.to_json(), acl=owner, makepath=True)
+        except NodeExistsError:
+            continue  # another replica (or the CLI) made it meanwhile: read theirs
+        return fresh
+    raise RegistryError(f"the identity at {path} keeps changing", hint="is it being revoked meanwhile?")
+
+
+def _users(client: ZkClient) -> list[str]:
+    """The identities a session authenticated with, for messages (never the passwords)."""
+    return sorted({f"{scheme}:{cred.partition(':')[0]}" for scheme, cred in client.kazoo.auth_data})
+
+
+def no_identity(namespace: str, app: str, doing: str) -> RegistryError:
+    return RegistryError(
+        f"{doing} in {namespace}/{app} needs the service's registry identity, and none was given",
+        hint=f"pass credentials='svc/{namespace}/{app}:PASSWORD' (or auth_data): instances zkop runs find it in"
+        f" ${AUTH_ENV}; for another service `zkop registry grant {namespace}/{app}` (as the operator) prints it",
+    )
+
+
+def not_in_registry(namespace: str, app: str) -> RegistryError:
+    return RegistryError(
+        f"service {namespace}/{app} is not in the registry (its folders do not exist)",
+        hint=f"zkop makes them for the applications it runs; for another service run"
+        f" `zkop registry grant {namespace}/{app}` as the operator",
+    )
+
+
+def refused(client: ZkClient, namespace: str, app: str, doing: str) -> RegistryError:
+    who = ", ".join(_users(client)) or "an anonymous session"
+    return RegistryError(
+        f"{doing} in {namespace}/{app} refused for {who} (NoAuth)",
+        hint=f"only the operator and svc/{namespace}/{app} may write there;"
+        f" `zkop registry grant {namespace}/{app}` prints that identity",
+    )
+
+
+def creator_acl() -> list[ACL]:
+    """The ACL of a znode a service creates for itself: world READ, everything for its creator."""
+    return [WORLD_READ, OWNER_ALL]
 
 
 # ---- data -------------------------------------------------------------------------
@@ -148,75 +325,142 @@ def decode(raw: bytes, name: str | None = None) -> Instance | None:
     return inst
 
 
-def creator_acl(authenticated: bool) -> list[ACL]:
-    """The ACL of a znode a client creates for itself (see the module docstring)."""
-    if authenticated:
-        return [WORLD_READ, OWNER_ALL]
-    return [WORLD_ALL]
-
-
-def _authenticated(client: ZkClient) -> bool:
-    return bool(client.kazoo.auth_data)
-
-
 # ---- folders ----------------------------------------------------------------------
 
 
-async def _create_missing(client: ZkClient, plan: Sequence[tuple[str, list[ACL]]]) -> None:
-    for path, acl in plan:
-        if await client.exists(path) is None:
-            with contextlib.suppress(NodeExistsError):
+def _describe(acl: Iterable[ACL]) -> str:
+    return ", ".join(f"{a.id.scheme}:{a.id.id}" for a in acl) or "none"
+
+
+def _not_ours(path: str, acl: Iterable[ACL] = ()) -> RegistryError:
+    return RegistryError(
+        f"cannot repair the ACL of {path}: the operator has no ADMIN right on it (it grants {_describe(acl)})",
+        hint="an older zkop let clients make registry folders; remove it as the control plane's super user"
+        " (zkCli.sh: addauth digest super:PASSWORD, then deleteall PATH) and zkop makes it again",
+    )
+
+
+async def _acl_of(client: ZkClient, path: str) -> tuple[list[ACL], ZnodeStat] | None:
+    try:
+        return await client.get_acls(path)
+    except NoNodeError:
+        return None
+    except NoAuthError:
+        raise _not_ours(path) from None
+
+
+async def _ensure_folder(
+    client: ZkClient, path: str, acl: list[ACL], current: tuple[list[ACL], ZnodeStat] | None
+) -> None:
+    """Make the folder with ``acl``, or set ``acl`` on it when it differs (compare-and-set)."""
+    for _ in range(5):
+        if current is None:
+            try:
                 await client.create(path, b"", acl=acl)
+                return
+            except NodeExistsError:
+                pass
+        elif set(current[0]) == set(acl):
+            return
+        else:
+            try:
+                await client.set_acls(path, acl, current[1].aversion)
+                return
+            except BadVersionError:
+                pass
+            except NoNodeError:
+                current = None
+                continue
+            except NoAuthError:
+                raise _not_ours(path, current[0]) from None
+        current = await _acl_of(client, path)
+    raise RegistryError(f"the ACL of {path} keeps changing under us", hint="is an older operator still running?")
 
 
-async def _folders_exist(client: ZkClient, root: str, namespace: str, app: str) -> bool:
-    found = await asyncio.gather(
-        client.exists(endpoints_path(root, namespace, app)), client.exists(load_path(root, namespace, app))
-    )
-    return all(stat is not None for stat in found)
+async def _ensure_folders(client: ZkClient, plan: Sequence[tuple[str, list[ACL]]]) -> None:
+    found = await asyncio.gather(*(_acl_of(client, path) for path, _ in plan))
+    for (path, acl), current in zip(plan, found, strict=True):  # parents first
+        if current is None or set(current[0]) != set(acl):
+            await _ensure_folder(client, path, acl, current)
 
 
-async def ensure_service(client: ZkClient, root: str, namespace: str, app: str, operator_acl: Sequence[Any]) -> None:
-    """Create the service's folders with the operator's ACLs (idempotent; two reads when they exist)."""
-    if await _folders_exist(client, root, namespace, app):
-        return
-    owner = list(operator_acl)
-    base = f"{root.rstrip('/')}/services"
-    if await client.exists(root) is None:
-        await client.ensure_path(root, acl=owner)  # stays operator-only: traversal needs no rights
-    await _create_missing(
+async def ensure_service(
+    client: ZkClient, root: str, namespace: str, app: str, operator_acl: Sequence[Any]
+) -> ServiceIdentity:
+    """Make (or repair) the service's folders and identity, as the operator; returns the identity.
+
+    Idempotent: two round trips when everything is in place. Folders whose ACL differs
+    (made by an older zkop, with world CREATE) get the ACL of the module docstring.
+    """
+    identity = await service_identity(client, root, namespace, app, operator_acl)
+    closed = [*_owner(operator_acl), WORLD_READ]
+    writable = [*closed, identity.folder_acl()]
+    base = services_path(root)
+    await _ensure_folders(
         client,
         [
-            (base, [*owner, WORLD_READ_CREATE]),
-            (f"{base}/{namespace}", [*owner, WORLD_READ_CREATE]),
-            (service_path(root, namespace, app), [*owner, WORLD_READ]),
-            (endpoints_path(root, namespace, app), [*owner, WORLD_READ_CREATE]),
-            (load_path(root, namespace, app), [*owner, WORLD_READ_CREATE]),
+            (base, closed),
+            (f"{base}/{namespace}", closed),
+            (service_path(root, namespace, app), closed),
+            (endpoints_path(root, namespace, app), writable),
+            (load_path(root, namespace, app), writable),
         ],
     )
+    return identity
 
 
-async def ensure_service_as_client(client: ZkClient, root: str, namespace: str, app: str, authenticated: bool) -> None:
-    """The folders for a service that registers itself, made by that client where missing:
-    readable and open to registration by anyone, fully owned by their creator."""
-    if await _folders_exist(client, root, namespace, app):
-        return
-    acl = [WORLD_READ_CREATE, OWNER_ALL] if authenticated else [WORLD_ALL]
-    base = f"{root.rstrip('/')}/services"
-    await _create_missing(
-        client,
-        [
-            (path, acl)
-            for path in (
-                root.rstrip("/"),
-                base,
-                f"{base}/{namespace}",
-                service_path(root, namespace, app),
-                endpoints_path(root, namespace, app),
-                load_path(root, namespace, app),
-            )
-        ],
-    )
+@dataclass(frozen=True)
+class Revoked:
+    """What :func:`revoke_service` did."""
+
+    found: bool  # there was an identity or folders
+    identity: bool  # the identity was removed
+    folders: bool  # the folders were removed (nothing was registered)
+    endpoints: int  # still registered, when the folders were kept
+    loads: int
+
+
+async def _count(client: ZkClient, path: str) -> int | None:
+    try:
+        return len(await client.get_children(path))
+    except NoNodeError:
+        return None
+
+
+async def revoke_service(client: ZkClient, root: str, namespace: str, app: str, operator_acl: Sequence[Any]) -> Revoked:
+    """Take a service's identity away (as the operator), and its folders when nothing is registered.
+
+    The identity's rights go from the folders first, so its password is worth nothing even
+    to a client that kept it; endpoints still registered stay until their sessions end.
+    """
+    closed = [*_owner(operator_acl), WORLD_READ]
+    folders = [endpoints_path(root, namespace, app), load_path(root, namespace, app)]
+    for path in folders:
+        current = await _acl_of(client, path)
+        if current is not None:
+            await _ensure_folder(client, path, closed, current)
+    try:
+        await client.delete(credentials_path(root, namespace, app))
+        identity = True
+    except NoNodeError:
+        identity = False
+    service = service_path(root, namespace, app)
+    if await client.exists(service) is None:
+        return Revoked(identity, identity, folders=False, endpoints=0, loads=0)
+    for _ in range(5):
+        endpoints, loads = await asyncio.gather(*(_count(client, p) for p in folders))
+        if endpoints or loads:
+            return Revoked(True, identity, folders=False, endpoints=endpoints or 0, loads=loads or 0)
+        ops = [Op.delete(p) for p, n in zip(folders, (endpoints, loads), strict=True) if n is not None]
+        try:
+            await client.commit([*ops, Op.delete(service)])
+        except TransactionFailed:
+            if await client.exists(service) is None:
+                return Revoked(True, identity, folders=True, endpoints=0, loads=0)  # removed meanwhile
+            continue  # something was registered (or made) meanwhile: count again
+        return Revoked(True, identity, folders=True, endpoints=0, loads=0)
+    # Something else than endpoints and load is in the service's folder: keep it.
+    return Revoked(True, identity, folders=False, endpoints=0, loads=0)
 
 
 # ---- endpoints (the operator's side) ------------------------------------------------
@@ -300,33 +544,40 @@ async def report_load(
     """Report ``value`` as the load of ``instance_id`` (for the autoscaler).
 
     The znode is ephemeral by default (a report goes with the session that made it).
-    ``acl=None`` is for a client reporting for itself (world READ plus its creator, as
-    for self-registration); the operator passes its own ACL.
+    ``acl=None`` is for a service reporting for itself: ``client`` must be authenticated
+    with its identity (the znode gets world READ plus full rights for that identity), and
+    the service must be in the registry (:class:`RegistryError` otherwise, before anything
+    is written). The operator passes its own ACL, and makes the folders when missing.
     """
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"a load must be a finite number, got {value!r}")
     _check_name("instance id", instance_id)
+    own = acl is None
+    if own and not client.kazoo.auth_data:
+        raise no_identity(namespace, app, "reporting load")
     path = f"{load_path(root, namespace, app)}/{instance_id}"
     raw = json.dumps({"value": value, "at": time.time()}).encode()
-    own = acl is None
-    create_acl = creator_acl(_authenticated(client)) if own else [*(acl or ()), WORLD_READ]
+    create_acl = creator_acl() if own else [*(acl or ()), WORLD_READ]
     for _ in range(3):
         try:
             await client.set(path, raw)
             return
         except NoNodeError:
             pass
+        except NoAuthError:
+            raise refused(client, namespace, app, f"reporting load for {instance_id!r}") from None
         try:
             await client.create(path, raw, acl=create_acl, ephemeral=ephemeral)
             return
         except NodeExistsError:
             continue
+        except NoAuthError:
+            raise refused(client, namespace, app, "reporting load") from None
         except NoNodeError:
             if own:
-                await ensure_service_as_client(client, root, namespace, app, _authenticated(client))
-            else:
-                await ensure_service(client, root, namespace, app, acl or ())
+                raise not_in_registry(namespace, app) from None
+            await ensure_service(client, root, namespace, app, acl or ())
     raise ZkopError(f"cannot write the load report {path}: it keeps changing", hint="is the instance id unique?")
 
 

@@ -1,7 +1,8 @@
 """A small HTTP service that counts its requests in its ZooKeeper.
 
 Run by zkop with ``PORT``, ``ZK_HOSTS`` (its ZookeeperCluster), ``ZKOP_INSTANCE`` and,
-for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_NAMESPACE``/``ZKOP_APP``.
+for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_REGISTRY_AUTH``/
+``ZKOP_NAMESPACE``/``ZKOP_APP``.
 
     GET /           -> "<instance> <count>" (the count is shared by all instances of the
                        application: a kazoo Counter at /counter/<namespace>/<app> in $ZK_HOSTS;
@@ -11,8 +12,10 @@ for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_NAMESPAC
     GET /load       -> the load it reports
 
 The load is reported as an ephemeral znode ``<root>/services/<ns>/<app>/load/<instance>``
-in the control-plane ZooKeeper, through an anonymous session: zkop passes the address,
-never credentials, and the registry folder accepts such creates. It goes with the instance.
+in the control-plane ZooKeeper, through a session authenticated as the service's registry
+identity (``ZKOP_REGISTRY_AUTH=svc/<ns>/<app>:<password>``, which zkop passes to the
+instances it runs; the registry refuses anonymous writes). The znode is readable by all
+and writable only by that identity; it goes with the instance.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError, NoNodeError
-from kazoo.security import make_acl
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.security import ACL, Id, Permissions, make_acl
+
+# World READ, and everything for the identity that creates it (the ``auth`` scheme).
+LOAD_ACL = [make_acl("world", "anyone", read=True), ACL(Permissions.ALL, Id("auth", ""))]
 
 
 class Counter:
@@ -44,10 +51,12 @@ class Counter:
             self.shared = self.zk.Counter(f"/counter/{ns}/{app}")
         self.load = 0.0
         self.registry: KazooClient | None = None
-        reg_hosts = os.environ.get("ZKOP_REGISTRY_HOSTS")
-        if reg_hosts:
-            self.registry = KazooClient(reg_hosts, timeout=10)
+        reg_hosts, reg_auth = os.environ.get("ZKOP_REGISTRY_HOSTS"), os.environ.get("ZKOP_REGISTRY_AUTH")
+        if reg_hosts and reg_auth:
+            self.registry = KazooClient(reg_hosts, timeout=10, auth_data=[("digest", reg_auth)])
             self.registry.start(timeout=30)
+        elif reg_hosts:
+            print("ZKOP_REGISTRY_AUTH is not set: not reporting load", file=sys.stderr, flush=True)
         self.report_load(float(os.environ.get("LOAD", "0")))
 
     def count(self) -> int:
@@ -68,10 +77,13 @@ class Counter:
         )
         raw = json.dumps({"value": value, "at": time.time()}).encode()
         try:
-            self.registry.set(path, raw)
-        except NoNodeError:
-            with contextlib.suppress(NodeExistsError, NoNodeError):
-                self.registry.create(path, raw, ephemeral=True, acl=[make_acl("world", "anyone", all=True)])
+            try:
+                self.registry.set(path, raw)
+            except NoNodeError:
+                with contextlib.suppress(NodeExistsError, NoNodeError):
+                    self.registry.create(path, raw, ephemeral=True, acl=LOAD_ACL)
+        except KazooException as exc:  # e.g. NoAuth: say so in the instance log, keep serving
+            print(f"cannot report load to {path}: {type(exc).__name__}", file=sys.stderr, flush=True)
 
 
 async def handle(counter: Counter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
