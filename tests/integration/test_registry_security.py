@@ -248,6 +248,37 @@ async def test_ensure_service_repairs_the_acls_of_older_versions(
     assert [i.id for i in await registry.list_endpoints(zk_client, root, "default", "legacy")] == ["old"]
 
 
+async def test_close_open_folders_closes_every_service(
+    zk_client: ZkClient, connection: Connection, kazoo_factory: Callable[..., KazooClient]
+) -> None:
+    """Folders of services the operator does not run (never ensured) are closed too."""
+    root, owner = connection.root, connection.acl()
+    base = registry.services_path(root)
+    await zk_client.ensure_path(f"{base}/other", acl=[*owner, WORLD_READ_CREATE])
+    granted = await registry.ensure_service(zk_client, root, "default", "web", owner)
+    await zk_client.set_acls(f"{base}/default", [*owner, WORLD_READ_CREATE])  # as an older version left it
+    anon = kazoo_factory()
+    legacy = registry.service_path(root, "other", "legacy")
+    for path in (legacy, f"{legacy}/endpoints", f"{legacy}/load"):
+        anon.create(path, b"", acl=[WORLD_ALL])
+    squatter = kazoo_factory("squatter:pw")
+    squatter.create(registry.service_path(root, "other", "taken"), b"", acl=[WORLD_READ_CREATE, registry.OWNER_ALL])
+
+    problems = await registry.close_open_folders(zk_client, root, owner)
+
+    assert len(problems) == 1 and "/other/taken" in problems[0] and "deleteall" in problems[0], problems
+    closed = {(31, "digest", "zkop"), (1, "world", "anyone")}
+    for path in (base, f"{base}/default", f"{base}/other", legacy, f"{legacy}/endpoints", f"{legacy}/load"):
+        assert acl_summary((await zk_client.get_acls(path))[0]) == closed, path
+    # A service identity's rights stay.
+    web_eps = registry.endpoints_path(root, "default", "web")
+    assert acl_summary((await zk_client.get_acls(web_eps))[0]) == closed | {(12, "digest", granted.user)}
+    refused(lambda: anon.create(f"{legacy}/endpoints/evil", b"{}"))
+    refused(lambda: anon.create(f"{base}/other/evilsvc"))
+    refused(lambda: anon.create(f"{base}/default/evilsvc"))
+    assert await registry.close_open_folders(zk_client, root, owner) == problems, "idempotent"
+
+
 async def test_a_folder_the_operator_cannot_repair_is_reported(
     zk_client: ZkClient, connection: Connection, kazoo_factory: Callable[..., KazooClient]
 ) -> None:

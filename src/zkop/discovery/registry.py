@@ -41,8 +41,10 @@ ACLs, and why:
 * The operator's own endpoints carry its ACL plus world READ: readable by all, changed
   only by the operator.
 * ``registry/credentials/...``: the operator identity only.
-* :func:`ensure_service` also repairs the ACLs of folders made by older versions of zkop
-  (which granted world CREATE), so an upgrade closes that hole by itself.
+* :func:`ensure_service` also repairs the ACLs of the folders on its way that older
+  versions of zkop made (with world CREATE), and :func:`close_open_folders` (once per
+  operator start) takes world write rights from every other registry folder, so an
+  upgrade closes that hole by itself.
 * The root itself may stay operator-only: ZooKeeper does not check ACLs on the path
   to a znode, only on the znode itself.
 
@@ -76,6 +78,7 @@ __all__ = [
     "RegistryError",
     "Revoked",
     "ServiceIdentity",
+    "close_open_folders",
     "creator_acl",
     "credentials_path",
     "decode",
@@ -407,6 +410,58 @@ async def ensure_service(
         ],
     )
     return identity
+
+
+async def close_open_folders(client: ZkClient, root: str, operator_acl: Sequence[Any]) -> list[str]:
+    """Take every right but READ from the world on every registry folder, also of services
+    the operator does not run (run once per operator start, after an upgrade).
+
+    Older versions granted world CREATE on ``services``, ``<ns>``, ``endpoints`` and ``load``,
+    and world ALL on folders an anonymous client made; those get the operator's full rights
+    plus world READ (other entries, such as a service identity's, are kept). Returns what
+    could not be repaired (folders the operator has no ADMIN right on), as messages.
+    """
+    owner = _owner(operator_acl)
+    problems: list[str] = []
+
+    async def close(path: str) -> list[str]:
+        """Close ``path``; its children (to walk on)."""
+        for _ in range(5):
+            try:
+                acl, stat = await client.get_acls(path)
+            except NoNodeError:
+                return []
+            except NoAuthError:
+                problems.append(str(_not_ours(path)))
+                return []
+            if not any(a.id.scheme == "world" and a.perms & ~Permissions.READ for a in acl):
+                break
+            fixed = [*owner, WORLD_READ, *(a for a in acl if a.id.scheme != "world" and a not in owner)]
+            try:
+                await client.set_acls(path, fixed, stat.aversion)
+                break
+            except BadVersionError:
+                continue  # changed meanwhile (e.g. by ensure_service): look again
+            except NoNodeError:
+                return []
+            except NoAuthError:
+                problems.append(str(_not_ours(path, acl)))
+                break
+        try:
+            return await client.get_children(path)
+        except (NoNodeError, NoAuthError):
+            return []
+
+    async def service(path: str) -> None:
+        await close(path)
+        await asyncio.gather(close(f"{path}/endpoints"), close(f"{path}/load"))
+
+    async def namespace(path: str) -> None:
+        await asyncio.gather(*(service(f"{path}/{app}") for app in await close(path)))
+
+    base = services_path(root)
+    await asyncio.gather(*(namespace(f"{base}/{ns}") for ns in await close(base)))
+    return problems
 
 
 @dataclass(frozen=True)

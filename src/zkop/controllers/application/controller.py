@@ -114,6 +114,7 @@ class ApplicationReconciler:
         self._placing = asyncio.Lock()  # capacity check and placement, across applications
         # Applications whose registry folders and identity were made (or repaired) by this run.
         self._ensured: dict[str, registry.ServiceIdentity] = {}
+        self._registry_closed = False  # world write rights taken from every registry folder (upgrades)
 
     def apps_using(self, obj: Resource) -> list[Request]:
         """Applications to look at again when a ZookeeperCluster changes."""
@@ -604,6 +605,11 @@ class ApplicationReconciler:
         identity = self._ensured.get(app.key)
         if identity is None:
             acl = list(ctx.store.acl or [])
+            if not self._registry_closed:
+                # Folders older versions left open, also of services zkop does not run.
+                for problem in await registry.close_open_folders(ctx.store.client, self.root, acl):
+                    log.warning("registry: %s", problem)
+                self._registry_closed = True
             identity = await registry.ensure_service(ctx.store.client, self.root, app.namespace, app.name, acl)
             self._ensured[app.key] = identity
         return identity
