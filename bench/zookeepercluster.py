@@ -39,6 +39,7 @@ from zkop.api import ZookeeperCluster, parse_object
 from zkop.cli.local import stop_everything
 from zkop.client.connect import Connection
 from zkop.controllers.zookeepercluster import controller as zkc_controller
+from zkop.platform.base import ClusterRef
 from zkop.platform.local.ensemble import LocalEnsemble
 from zkop.platform.local.platform import LocalPlatform
 from zkop.platform.local.zookeeper import LocalZookeeperPlatform
@@ -244,7 +245,7 @@ async def heal(ops: Ops, name: str, which: str) -> dict[str, float]:
     count bumped (so a status written before the kill cannot end the wait) and ready.
     """
     obj = await ops.wait(name, available(3))
-    ens = ops.platform.ensemble("default", name)
+    ens = ops.platform.ensemble(ClusterRef("default", name))
     leader = obj.status.leader
     assert leader is not None
     victim = leader if which == "leader" else next(m.id for m in obj.status.members if m.id != leader)

@@ -20,6 +20,7 @@ from zkop.api import ZookeeperCluster, parse_object
 from zkop.cli.local import stop_everything
 from zkop.client.connect import Connection
 from zkop.controllers.zookeepercluster import controller as zkc_controller
+from zkop.platform.base import ClusterRef
 from zkop.platform.local.platform import LocalPlatform
 from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 from zkop.runtime.manager import Manager, ManagerOptions
@@ -243,7 +244,7 @@ async def test_create_scale_roll_keeps_every_acknowledged_write(operator: Operat
 async def test_heal_kill_and_lost_data(operator: Operator) -> None:
     await operator.store.create(cluster(replicas=3))
     obj = await operator.wait(available(3))
-    ens = operator.platform.ensemble("default", "zk")
+    ens = operator.platform.ensemble(ClusterRef("default", "zk"))
     leader = obj.status.leader
     assert leader is not None
     follower = next(m.id for m in obj.status.members if m.id != leader)
@@ -278,7 +279,7 @@ async def test_heal_kill_and_lost_data(operator: Operator) -> None:
 async def test_pause_and_quorum_loss_take_no_destructive_action(operator: Operator) -> None:
     await operator.store.create(cluster(replicas=3))
     obj = await operator.wait(available(3))
-    ens = operator.platform.ensemble("default", "zk")
+    ens = operator.platform.ensemble(ClusterRef("default", "zk"))
     # Paused: a killed member stays down, the status still reports it.
     await operator.change(paused=True)
     await operator.wait(lambda o: o.status.phase == "Paused")
@@ -310,7 +311,7 @@ async def test_an_unresponsive_member_is_replaced(operator: Operator) -> None:
     configuration after the grace period (5 s here), replaced by a new id, and stopped."""
     await operator.store.create(cluster(replicas=3))
     obj = await operator.wait(available(3))
-    ens = operator.platform.ensemble("default", "zk")
+    ens = operator.platform.ensemble(ClusterRef("default", "zk"))
     frozen = next(m.id for m in obj.status.members if m.id != obj.status.leader)
     record = ens.unit(frozen).running()
     assert record is not None
@@ -332,7 +333,7 @@ async def test_an_unresponsive_member_is_replaced(operator: Operator) -> None:
 async def test_delete_applies_the_reclaim_policy(operator: Operator, policy: str) -> None:
     await operator.store.create(cluster(replicas=3, policy=policy))
     await operator.wait(available(3))
-    ens = operator.platform.ensemble("default", "zk")
+    ens = operator.platform.ensemble(ClusterRef("default", "zk"))
     pids = [r.pid for r in ens.running_members().values()]
     assert len(pids) == 3
     await operator.store.delete("zkc", "default", "zk")

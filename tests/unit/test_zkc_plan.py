@@ -341,6 +341,56 @@ def test_quorum_lost_only_starts_members_with_data(
     assert decide(members, want(replicas)) == expected
 
 
+ELECTION = 10.0
+STARTUP = 60.0
+
+
+def electing(member_id: int, since: float = NOW - 2, **kw: Any) -> ObservedMember:
+    """Running, not serving, noticed ``NOW - since`` seconds ago (its leader went away)."""
+    return mem(member_id, serving=False, role="unknown", unresponsive_since=since, **kw)
+
+
+def decide_graces(members: Sequence[ObservedMember]) -> Action:
+    next_id = max(m.id for m in members) + 1
+    return plan(
+        members,
+        want(),
+        next_id=next_id,
+        now=NOW,
+        unresponsive_grace=GRACE,
+        startup_grace=STARTUP,
+        election_grace=ELECTION,
+    )
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        # the leader went: the others elect; not reported as lost quorum for a while
+        ([electing(1), electing(2), dead(3, data_present=False)], Wait(WaitReason.UNREADY)),
+        ([electing(1), electing(2), electing(3)], Wait(WaitReason.UNREADY)),
+        # just started (zkop up, a restart): booting, whatever the timer says
+        (
+            [electing(1, since=None, started_at=NOW - 5), electing(2, since=NOW - 100, started_at=NOW - 5)],
+            Wait(WaitReason.UNREADY),
+        ),
+        # electing for longer than the grace: quorum is lost
+        (
+            [electing(1, since=NOW - 30), electing(2, since=NOW - 30), dead(3, data_present=False)],
+            Degraded(DegradedReason.QUORUM_LOST),
+        ),
+        # too few can still serve, however young
+        ([electing(1), dead(2, data_present=False), dead(3, data_present=False)], Degraded(DegradedReason.QUORUM_LOST)),
+        # a hung (paused) member never counts as electing
+        ([hung(1, since=NOW - 1), electing(2), dead(3, data_present=False)], Degraded(DegradedReason.QUORUM_LOST)),
+        # a dead member with data is still started first
+        ([electing(1), electing(2), dead(3)], StartMember(3)),
+    ],
+)
+def test_an_election_in_progress_is_not_quorum_lost(members: list[ObservedMember], expected: Action) -> None:
+    assert decide_graces(members) == expected
+
+
 @pytest.mark.parametrize(
     ("members", "expected"),
     [

@@ -10,8 +10,10 @@ import typer
 
 import zkop
 from zkop.cli import apps, cluster, local, resources
+from zkop.cli import keeper as keeper_cli
 from zkop.cli import operator as operator_cli
 from zkop.cli import proxy as proxy_cli
+from zkop.cli import recover as recover_cli
 from zkop.cli import registry as registry_cli
 from zkop.cli.output import Output, console, emit, fail
 from zkop.errors import ZkopError
@@ -36,11 +38,13 @@ class Context:
 
 
 app.add_typer(operator_cli.app, name="operator")
+app.add_typer(keeper_cli.app, name="keeper")
 app.add_typer(registry_cli.app, name="registry")
 resources.register(app)
 cluster.register(app)
 proxy_cli.register(app)
 apps.register(app)
+recover_cli.register(app)
 
 
 @app.callback()
@@ -59,7 +63,9 @@ def main(
 @app.command()
 def up(
     ctx: typer.Context,
-    members: int = typer.Option(3, "--members", "-m", help="Members of the control-plane ensemble."),
+    members: int | None = typer.Option(
+        None, "--members", "-m", help="Members of the control-plane ensemble (default 3); on a running one, scales it."
+    ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once the ensemble serves."),
     port_base: int | None = typer.Option(
         None, "--port-base", help="Use fixed ports from here (3 per member) instead of free ones."

@@ -15,6 +15,8 @@ from zkop.cli.output import Output, console, emit, table
 from zkop.client import connect
 from zkop.coord.election import read_leader
 from zkop.errors import ZkopError
+from zkop.platform.local import statedir
+from zkop.platform.local.ensemble import LocalEnsemble
 from zkop.platform.local.process import ProcessUnit
 from zkop.runtime import logs
 from zkop.runtime.manager import Manager, ManagerOptions
@@ -48,8 +50,13 @@ def load_config(path: Path | None) -> dict[str, Any]:
 def build_manager(
     conn: connect.Connection, state_dir: Path, cfg: dict[str, Any], identity: str | None, metrics_port: int | None
 ) -> Manager:
-    from zkop.controllers import registry
+    """The composition root: which store and which platforms the controllers run on."""
+    from zkop.controllers import operatorconfig
+    from zkop.controllers.application import controller as application
+    from zkop.controllers.zookeepercluster import controller as zookeepercluster
+    from zkop.platform.local.instances import LocalInstances
     from zkop.platform.local.platform import LocalPlatform
+    from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 
     namespace = cfg["target_namespace"] or None
     options = ManagerOptions(
@@ -61,9 +68,12 @@ def build_manager(
         identity=identity,
     )
     platform = LocalPlatform(state_dir, MANAGER_NAME)
-    return Manager(
-        conn, options, controllers=registry.build(namespace, state_dir, platform, conn.root), platforms=[platform]
-    )
+    controllers = [
+        operatorconfig.controller(namespace),
+        zookeepercluster.controller(namespace, LocalZookeeperPlatform(state_dir, platform.fence)),
+        application.controller(namespace, LocalInstances(state_dir, platform.fence), conn.root),
+    ]
+    return Manager(conn, options, controllers=controllers, platforms=[platform])
 
 
 @app.command("run")
@@ -81,12 +91,32 @@ def run_cmd(
     cfg = load_config(config)
     conn = connect.resolve(zk, state_dir)
 
+    # On a local control plane each replica is also a keeper in waiting (one acts, by a lock):
+    # the control plane heals as long as any replica or the keeper process lives.
+    local_control_plane = zk is None and LocalEnsemble(state_dir, statedir.CONTROL_PLANE).exists()
+
     async def main() -> None:
         manager = build_manager(conn, state_dir, cfg, identity, metrics_port)
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            stop.set()
+            manager.stop()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, manager.stop)
-        await manager.run()
+            loop.add_signal_handler(sig, on_signal)
+        keeper_task = None
+        if local_control_plane:
+            from zkop.cli.keeper import keep
+
+            keeper_task = asyncio.create_task(keep(state_dir, manager.identity, stop), name="keeper")
+        try:
+            await manager.run()
+        finally:
+            stop.set()
+            if keeper_task is not None:
+                await keeper_task
 
     asyncio.run(main())
 

@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ from zkop.api import (
 from zkop.api.registry import KindInfo
 from zkop.client.bridge import Op, TransactionFailed, ZkClient
 from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, Fenced, NotFound, TooLarge
+from zkop.store.modify import modify
 from zkop.store.selector import Selector, parse_selector
 
 # Well under ZooKeeper's 1 MB jute.maxbuffer, leaving room for the rest of a transaction.
@@ -370,6 +371,12 @@ class Store:
         # and the status read above (a status write never changes the resourceVersion).
         return self._decode(path, info, encoded, written, None).model_copy(update={"status": current.status})
 
+    async def modify(
+        self, kind: str, namespace: str, name: str, change: Callable[[Resource], Resource | None]
+    ) -> Resource | None:
+        """Read, ``change``, update; read again and retry on a conflict (see :func:`zkop.store.modify.modify`)."""
+        return await modify(self, kind, namespace, name, change)
+
     async def update_status(self, obj: Resource) -> Resource:
         """Write only the status. Never bumps generation; never conflicts with spec updates."""
         info = resolve_kind(obj.kind)
@@ -441,7 +448,21 @@ class Store:
     async def record_event(self, obj: Resource, type_: str, reason: str, message: str, *, source: str = "zkop") -> None:
         """Record an event about ``obj``; a repeat of the newest one bumps its count."""
         info = resolve_kind(obj.kind)
-        base = self.events_path(obj.namespace, info, obj.name)
+        await self.record_event_for(info.kind, info.plural, obj.namespace, obj.name, type_, reason, message, source)
+
+    async def record_event_for(
+        self,
+        kind: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        type_: str,
+        reason: str,
+        message: str,
+        source: str = "zkop",
+    ) -> None:
+        """Record an event about something that is not a stored object (the control plane)."""
+        base = f"{self.root}/events/{namespace}/{plural}.{name}"
         await self._ensure(base)
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         children = sorted(await self._children(base))
@@ -456,7 +477,7 @@ class Store:
                     return
             except (NoNodeError, ValueError, TransactionFailed):
                 pass
-        record = EventRecord(type_, reason, message[:2000], info.kind, obj.namespace, obj.name, 1, stamp, stamp, source)
+        record = EventRecord(type_, reason, message[:2000], kind, namespace, name, 1, stamp, stamp, source)
         await self._commit([Op.create(f"{base}/e-", _dumps(record.to_json()), acl=self.acl, sequence=True)])
         excess = len(children) + 1 - MAX_EVENTS_PER_OBJECT
         for old in children[: max(0, excess)]:

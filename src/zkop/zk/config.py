@@ -6,9 +6,11 @@ users tune the rest through :class:`ServerSettings`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FOUR_LETTER_WORDS = ("ruok", "srvr", "mntr", "conf")
@@ -187,3 +189,11 @@ def jvm_args(settings: ServerSettings) -> list[str]:
         "-XX:+UseSerialGC",
         "-Djava.net.preferIPv4Stack=true",
     ]
+
+
+def settings_hash(settings: ServerSettings, zookeeper_home: str | None, image: str | None = None) -> str:
+    """Names what a member runs with (its settings and distribution): a change rolls members."""
+    data: dict[str, object] = asdict(settings) | {"additional": dict(settings.additional), "home": zookeeper_home}
+    if image is not None:
+        data["image"] = image
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

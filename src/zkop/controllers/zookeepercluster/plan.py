@@ -15,8 +15,12 @@ The rules, in the order :func:`plan` applies them ("quorum first"):
    then ``CreateMembers`` with fresh ids, all at once.
 4. **Quorum lost** (fewer than ``majority(N)`` of the ``N`` participants serve):
    the only action is ``StartMember`` of a dead participant that still has its
-   data; otherwise ``Degraded("QuorumLost")``. No reconfiguration, stop, restart or
-   replacement happens without quorum.
+   data; otherwise, while enough members to make a majority serve or are
+   electing (a process started less than ``startup_grace`` seconds ago, or one
+   that stopped serving less than ``election_grace`` seconds ago: a leader
+   election after the leader went), ``Wait("unready")``; otherwise
+   ``Degraded("QuorumLost")``. No reconfiguration,
+   stop, restart or replacement happens without quorum.
 5. **Heal**: ``StartMember`` for a participant whose process died but whose data
    is intact.
 6. **Strays**: ``StopMember`` for members that are not in the configuration and
@@ -454,11 +458,14 @@ def plan(
     next_id: int,
     now: float,
     unresponsive_grace: float,
+    startup_grace: float = 0.0,
+    election_grace: float = 0.0,
 ) -> Action:
     """The one next action for the ensemble ``members`` to become ``desired``.
 
     ``next_id`` is the lowest id never handed out (kept in status); new ids are also
-    above every observed id. ``now`` and ``unresponsive_since`` share one clock.
+    above every observed id. ``now``, ``unresponsive_since`` and ``started_at`` share one
+    clock (seconds since the epoch).
     Raises ``ValueError`` only for inconsistent input (duplicate ids, replicas < 1).
     """
     _validate(members, desired, next_id)
@@ -490,6 +497,9 @@ def plan(
     if not q.has_quorum:
         if dead:
             return StartMember(dead[0].id, f"quorum lost ({q.serving}/{q.majority}); starting member {dead[0].id}")
+        electing = [m for m in participants if not m.ready and _electing(m, now, startup_grace, election_grace)]
+        if electing and q.serving + len(electing) >= q.majority:
+            return Wait(WaitReason.UNREADY, f"member(s) {_ids(electing)} electing a leader")
         return Degraded(
             DegradedReason.QUORUM_LOST,
             f"{q.serving} of {q.participants} participants serve, {q.majority} needed; "
@@ -598,6 +608,14 @@ def plan(
     if unready:
         return Wait(WaitReason.UNREADY, f"member(s) {_ids(unready)} not serving yet")
     return Done(f"{n} member(s) serving, configuration current")
+
+
+def _electing(m: ObservedMember, now: float, startup_grace: float, election_grace: float) -> bool:
+    """A process that started, or stopped serving, so recently that it is electing, not lost."""
+    if not m.process_running or m.paused or not m.data_present:
+        return False
+    booting = m.started_at is not None and now - m.started_at < startup_grace
+    return booting or (m.unresponsive_since is not None and now - m.unresponsive_since < election_grace)
 
 
 def _first(stale: Sequence[ObservedMember]) -> ObservedMember:

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from zkop.zk.config import (
     jvm_args,
     render_dynamic,
     render_static,
+    settings_hash,
 )
 from zkop.zk.distribution import Distribution, locate
 
@@ -90,6 +91,8 @@ class EnsembleRecord:
     settings: dict[str, Any] = field(default_factory=dict)
     zookeeper_home: str | None = None
     created_at: float = field(default_factory=time.time)
+    # How many members the ensemble should have (the control plane's keeper scales to it).
+    desired_members: int | None = None
 
     def member(self, member_id: int) -> MemberRecord:
         for m in self.members:
@@ -269,13 +272,11 @@ class LocalEnsemble:
             auth.load_or_create_password(self.password_file)
             membership = [m.address for m in record.members]
             for m in record.members:
-                self._write_member_files(m.id, membership, settings)
+                self.write_member_files(m.id, membership, settings)
             self._save(record)
             return record
 
-    def _write_member_files(
-        self, member_id: int, membership: Sequence[MemberAddress], settings: ServerSettings
-    ) -> None:
+    def write_member_files(self, member_id: int, membership: Sequence[MemberAddress], settings: ServerSettings) -> None:
         mdir = self.member_dir(member_id)
         data = self.data_dir(member_id)
         data.mkdir(parents=True, exist_ok=True)
@@ -286,21 +287,40 @@ class LocalEnsemble:
         dynamic.write_text(render_dynamic(membership))
         self.config_file(member_id).write_text(render_static(data_dir=data, dynamic_file=dynamic, settings=settings))
 
-    def add_member(self, membership: Iterable[MemberAddress], member_id: int | None = None) -> MemberRecord:
-        """Record a new member with a never-used id; its dynamic file is ``membership`` plus itself.
+    def ensure_record(self, settings: ServerSettings, zookeeper_home: str | None) -> None:
+        """Record an ensemble without members when there is none (members are reserved one by one)."""
+        if self.exists():
+            return
+        locate(zookeeper_home)  # fail early when Java or ZooKeeper is missing
+        with self._locked():
+            if self.exists():
+                return
+            self.dir.mkdir(parents=True, exist_ok=True)
+            auth.load_or_create_password(self.password_file)
+            record = EnsembleRecord(
+                name=self.name,
+                settings=asdict(settings) | {"additional": dict(settings.additional)},
+                zookeeper_home=zookeeper_home,
+            )
+            self._save(record)
 
-        Ids only grow, so an id is never reused while old data for it may exist.
-        """
+    def reserve_member(self, member_id: int) -> MemberRecord:
+        """The member's record, made with free ports when it has none. Ids only grow: an id
+        below ``next_id`` that is not in the record (removed, perhaps with data kept) is refused."""
         with self._locked():
             record = self.load()
-            if member_id is None or member_id < record.next_id:
-                member_id = record.next_id
+            for m in record.members:
+                if m.id == member_id:
+                    return m
+            if member_id < record.next_id:
+                raise EnsembleError(
+                    f"member id {member_id} of {self.name!r} was handed out before (next id {record.next_id})",
+                    hint="ids are never reused",
+                )
             c, q, e = portlib.allocate(3, avoid=self._used_ports())
             new = MemberRecord(id=member_id, client_port=c, quorum_port=q, election_port=e)
             record.members.append(new)
             record.next_id = member_id + 1
-            others = [a for a in membership if a.id != member_id]
-            self._write_member_files(member_id, [*others, new.address], self.settings_of(record))
             self._save(record)
             return new
 
@@ -329,16 +349,18 @@ class LocalEnsemble:
         dynamic = current_dynamic_file(cfg) or (self.member_dir(member_id) / "zoo.cfg.dynamic")
         cfg.write_text(render_static(data_dir=self.data_dir(member_id), dynamic_file=dynamic, settings=settings))
 
+    def set_desired_members(self, members: int) -> None:
+        with self._locked():
+            record = self.load()
+            record.desired_members = members
+            self._save(record)
+
     def update_settings(self, settings: ServerSettings, zookeeper_home: str | None) -> None:
         with self._locked():
             record = self.load()
             record.settings = asdict(settings) | {"additional": dict(settings.additional)}
             record.zookeeper_home = zookeeper_home
             self._save(record)
-
-    def reset_member_data(self, member_id: int, membership: Sequence[MemberAddress]) -> None:
-        """Fresh data and config for a member whose data was lost (the caller gave it a new id)."""
-        self._write_member_files(member_id, membership, self.settings())
 
     # ---- processes -------------------------------------------------------------------
 
@@ -361,8 +383,11 @@ class LocalEnsemble:
             str(self.config_file(member_id)),
         ]
 
-    def start_member(self, member_id: int) -> PidRecord:
-        """Start a member (no-op when it already runs). Its ports must be free."""
+    def start_member(self, member_id: int, config_hash: str | None = None) -> PidRecord:
+        """Start a member (no-op when it already runs). Its ports must be free.
+
+        ``started.json`` records when and from which configuration (``config_hash``, by default
+        the hash of the ensemble's settings), so a later look can tell a stale member."""
         unit = self.unit(member_id)
         running = unit.running()
         if running is not None:
@@ -388,7 +413,20 @@ class LocalEnsemble:
         env = dict(os.environ)
         env.pop("CLASSPATH", None)
         env.pop("JAVA_TOOL_OPTIONS", None)
-        return unit.start(self.argv(member_id), env=env)
+        rec = unit.start(self.argv(member_id), env=env)
+        if config_hash is None:
+            loaded = self.load()
+            config_hash = settings_hash(self.settings_of(loaded), loaded.zookeeper_home)
+        (self.member_dir(member_id) / "started.json").write_text(json.dumps({"hash": config_hash, "at": time.time()}))
+        return rec
+
+    def started(self, member_id: int) -> tuple[str | None, float | None]:
+        """The configuration hash a member was last started from, and when."""
+        try:
+            data = json.loads((self.member_dir(member_id) / "started.json").read_text())
+            return data.get("hash"), data.get("at")
+        except (OSError, ValueError, AttributeError):
+            return None, None
 
     def start(self, ids: Iterable[int] | None = None) -> list[PidRecord]:
         return [self.start_member(i) for i in (ids if ids is not None else self.member_ids())]
@@ -510,7 +548,3 @@ class LocalEnsemble:
                     f"({len(serving)}/{len(statuses)} members serving)"
                 )
             await asyncio.sleep(0.1)
-
-
-def with_restarts(record: MemberRecord, restarts: int) -> MemberRecord:
-    return replace(record, restarts=restarts)

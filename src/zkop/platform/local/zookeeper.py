@@ -1,215 +1,213 @@
-"""ZooKeeper clusters on the local platform: the effects the ZookeeperCluster controller asks for.
+"""ZooKeeper ensembles on the local platform (the :class:`~zkop.platform.base.ZookeeperPlatform`
+contract): one :class:`~zkop.platform.local.ensemble.LocalEnsemble` per cluster, named
+``zkc-<namespace>-<name>``, its members supervised processes on loopback ports.
 
-One :class:`~zkop.platform.local.ensemble.LocalEnsemble` per cluster, named
-``zkc-<namespace>-<name>``. Every action runs under the platform's epoch fence, so an
-operator replica whose term is over cannot start, stop or purge anything.
+Every action runs under the platform's epoch fence, so an operator replica whose term is
+over cannot start, stop or purge anything. The control plane's own ensemble is served by an
+instance with ``naming=control_plane_naming`` and no fence (its keeper holds a file lock).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from zkop.platform.local.ensemble import EnsembleRecord, LocalEnsemble, MemberRecord, MemberStatus
+from zkop.errors import ZkopError
+from zkop.platform.base import (
+    ClusterObservation,
+    ClusterRef,
+    LastExit,
+    MemberObservation,
+    MemberTemplate,
+)
+from zkop.platform.local import statedir
+from zkop.platform.local.ensemble import LocalEnsemble, MemberStatus
 from zkop.platform.local.fence import EpochFence
-from zkop.zk import fourlw
-from zkop.zk.config import MemberAddress, ServerSettings, parse_membership
+from zkop.platform.local.process import exit_code
+from zkop.zk.config import MemberAddress, parse_membership
+
+STOP_GRACE = 10.0
 
 
 def ensemble_name(namespace: str, name: str) -> str:
     return f"zkc-{namespace}-{name}"
 
 
-def settings_hash(settings: ServerSettings, zookeeper_home: str | None) -> str:
-    data = asdict(settings) | {"additional": dict(settings.additional), "home": zookeeper_home}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+def cluster_naming(cluster: ClusterRef) -> str:
+    return ensemble_name(cluster.namespace, cluster.name)
 
 
-@dataclass(frozen=True)
-class ClusterView:
-    """Everything observed about one cluster's members, right now."""
-
-    members: list[MemberStatus]
-    started: dict[int, tuple[str | None, float | None]]  # id -> (config hash, started_at)
-    config_members: list[MemberAddress]
-    config_version: int | None
-    next_id: int
+def control_plane_naming(_cluster: ClusterRef) -> str:
+    return statedir.CONTROL_PLANE
 
 
 class LocalZookeeperPlatform:
-    def __init__(self, state_dir: Path, fence: EpochFence) -> None:
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        fence: EpochFence | None,
+        *,
+        naming: Callable[[ClusterRef], str] = cluster_naming,
+    ) -> None:
         self.state_dir = state_dir
         self.fence = fence
+        self.naming = naming
 
-    def ensemble(self, namespace: str, name: str) -> LocalEnsemble:
-        return LocalEnsemble(self.state_dir, ensemble_name(namespace, name))
+    def ensemble(self, cluster: ClusterRef) -> LocalEnsemble:
+        return LocalEnsemble(self.state_dir, self.naming(cluster))
+
+    async def _fenced(self, epoch: int | None, work: Callable[[], None]) -> None:
+        """Run ``work`` in a thread under the fence (its lock may be held by another action)."""
+
+        def run() -> None:
+            if self.fence is None:
+                work()
+                return
+            with self.fence.hold(epoch):
+                work()
+
+        await asyncio.to_thread(run)
 
     # ---- observation -------------------------------------------------------------
 
-    async def observe(self, namespace: str, name: str) -> ClusterView | None:
-        ens = self.ensemble(namespace, name)
+    async def observe(self, cluster: ClusterRef) -> ClusterObservation | None:
+        ens = self.ensemble(cluster)
         if not ens.exists():
             return None
-        record = ens.load()
-        members = await ens.observe(timeout=1.0)
-        started = {m.id: self._started(ens, m.id) for m in members}
-        config_members, version = await self._committed_config(ens, members)
-        return ClusterView(members, started, config_members, version, record.next_id)
+        record = await asyncio.to_thread(ens.load)
+        statuses = await ens.observe(timeout=1.0)
+        members = tuple(self._observation(ens, s) for s in statuses)
+        stored, version = await asyncio.to_thread(self._stored_config, ens, [s.id for s in statuses])
+        return ClusterObservation(members, record.next_id, tuple(stored), version)
 
     @staticmethod
-    def _started(ens: LocalEnsemble, member_id: int) -> tuple[str | None, float | None]:
-        try:
-            data = json.loads((ens.member_dir(member_id) / "started.json").read_text())
-            return data.get("hash"), data.get("at")
-        except (OSError, ValueError):
-            return None, None
+    def _observation(ens: LocalEnsemble, s: MemberStatus) -> MemberObservation:
+        config_hash, _ = ens.started(s.id)
+        last_exit = None
+        if not s.running and (ens.member_dir(s.id) / "pid.json").is_file():
+            rec = ens.unit(s.id).record()
+            code = exit_code(rec.pid) if rec is not None else None
+            if code is None:
+                last_exit = LastExit("Unknown")
+            elif code < 0:
+                last_exit = LastExit("Killed", code)
+            else:
+                last_exit = LastExit("Completed" if code == 0 else "Error", code)
+        return MemberObservation(
+            id=s.id,
+            address=s.address,
+            running=s.running,
+            ready=s.serving and not s.paused,
+            unresponsive=s.paused,
+            restarts=s.restarts,
+            data_present=s.data_present,
+            state=s.state,
+            started_at=s.started_at,
+            config_hash=config_hash,
+            last_exit=last_exit,
+        )
 
-    async def _committed_config(
-        self, ens: LocalEnsemble, members: Sequence[MemberStatus]
-    ) -> tuple[list[MemberAddress], int | None]:
-        """The membership the ensemble has committed: asked of a serving member, the leader
-        first (a follower may not have activated a just-committed change yet, and a member
-        wrongly seen outside the configuration would be forgotten), else read from the newest
-        dynamic file on disk (ZooKeeper writes one per config version)."""
-        for m in sorted(members, key=lambda m: (m.state.mode != "leader", m.id)):
-            if m.serving:
-                conf = await fourlw.conf(m.address.host, m.address.client_port, timeout=1.0)
-                if conf.reachable and conf.members:
-                    return list(conf.members), conf.config_version
+    @staticmethod
+    def _stored_config(ens: LocalEnsemble, ids: Sequence[int]) -> tuple[list[MemberAddress], int | None]:
+        """The newest dynamic configuration on the members' disks (ZooKeeper writes one file per
+        version, ``zoo.cfg.dynamic.<hex version>``); the initial file when there is none yet."""
         best: tuple[int, str] | None = None
-        for m in members:
-            for f in ens.member_dir(m.id).glob("zoo.cfg.dynamic.*"):
+        for member_id in ids:
+            for f in ens.member_dir(member_id).glob("zoo.cfg.dynamic.*"):
                 try:
                     version = int(f.name.rsplit(".", 1)[1], 16)
-                except ValueError:
+                    text = f.read_text()
+                except (ValueError, OSError):
                     continue
                 if best is None or version > best[0]:
-                    best = (version, f.read_text())
-        if best is None:
-            for m in members:
-                f = ens.member_dir(m.id) / "zoo.cfg.dynamic"
-                if f.is_file():
-                    found, _ = parse_membership(f.read_text())
-                    return found, None
-            return [], None
-        found, _ = parse_membership(best[1])
-        return found, best[0]
+                    best = (version, text)
+        if best is not None:
+            found, _ = parse_membership(best[1])
+            return found, best[0]
+        for member_id in ids:
+            f = ens.member_dir(member_id) / "zoo.cfg.dynamic"
+            if f.is_file():
+                found, _ = parse_membership(f.read_text())
+                return found, None
+        return [], None
 
     # ---- effects (all fenced) ----------------------------------------------------
 
-    def _mark_started(self, ens: LocalEnsemble, member_id: int, config_hash: str) -> None:
-        (ens.member_dir(member_id) / "started.json").write_text(json.dumps({"hash": config_hash, "at": time.time()}))
+    async def reserve_address(
+        self, cluster: ClusterRef, member_id: int, template: MemberTemplate, *, epoch: int | None
+    ) -> MemberAddress:
+        out: list[MemberAddress] = []
 
-    async def create(
-        self,
-        namespace: str,
-        name: str,
-        ids: Sequence[int],
-        settings: ServerSettings,
-        zookeeper_home: str | None,
-        config_hash: str,
-        *,
-        epoch: int | None,
-    ) -> None:
         def work() -> None:
-            with self.fence.hold(epoch):
-                ens = self.ensemble(namespace, name)
-                if not ens.exists():
-                    ens.create(len(ids), settings=settings, zookeeper_home=zookeeper_home)
-                for i in ens.member_ids():
-                    ens.start_member(i)
-                    self._mark_started(ens, i, config_hash)
+            ens = self.ensemble(cluster)
+            ens.ensure_record(template.settings, template.zookeeper_home)
+            out.append(ens.reserve_member(member_id).address)
 
-        await asyncio.to_thread(work)
+        await self._fenced(epoch, work)
+        return out[0]
 
-    async def start_member(self, namespace: str, name: str, member_id: int, *, epoch: int | None) -> None:
-        def work() -> None:
-            with self.fence.hold(epoch):
-                ens = self.ensemble(namespace, name)
-                ens.start_member(member_id)
-
-        await asyncio.to_thread(work)
-
-    async def add_member(
+    async def ensure_member(
         self,
-        namespace: str,
-        name: str,
+        cluster: ClusterRef,
         member_id: int,
+        template: MemberTemplate,
         membership: Sequence[MemberAddress],
-        settings: ServerSettings,
-        zookeeper_home: str | None,
-        config_hash: str,
-        *,
-        epoch: int | None,
-    ) -> MemberRecord:
-        def work() -> MemberRecord:
-            with self.fence.hold(epoch):
-                ens = self.ensemble(namespace, name)
-                ens.update_settings(settings, zookeeper_home)
-                new = ens.add_member(membership, member_id)
-                ens.start_member(new.id)
-                self._mark_started(ens, new.id, config_hash)
-                return new
-
-        return await asyncio.to_thread(work)
-
-    async def stop_member(self, namespace: str, name: str, member_id: int, *, purge: bool, epoch: int | None) -> None:
-        def work() -> None:
-            with self.fence.hold(epoch):
-                ens = self.ensemble(namespace, name)
-                ens.stop_member(member_id, grace=10.0)
-                ens.forget_member(member_id, purge_data=purge)
-
-        await asyncio.to_thread(work)
-
-    async def restart_member(
-        self,
-        namespace: str,
-        name: str,
-        member_id: int,
-        settings: ServerSettings,
-        zookeeper_home: str | None,
-        config_hash: str,
         *,
         epoch: int | None,
     ) -> None:
         def work() -> None:
-            with self.fence.hold(epoch):
-                ens = self.ensemble(namespace, name)
-                ens.update_settings(settings, zookeeper_home)
-                ens.stop_member(member_id, grace=10.0)
-                ens.rewrite_static_config(member_id, settings)
-                ens.start_member(member_id)
-                self._mark_started(ens, member_id, config_hash)
+            ens = self.ensemble(cluster)
+            ens.ensure_record(template.settings, template.zookeeper_home)
+            record = ens.reserve_member(member_id)
+            if not ens.config_file(member_id).is_file():
+                others = [a for a in membership if a.id != member_id]
+                ens.write_member_files(member_id, [*others, record.address], template.settings)
+            if ens.unit(member_id).running() is not None:
+                return
+            # Each start renders the current template, as a new Pod would get the new spec.
+            ens.update_settings(template.settings, template.zookeeper_home)
+            ens.rewrite_static_config(member_id, template.settings)
+            ens.start_member(member_id, template.config_hash)
 
-        await asyncio.to_thread(work)
+        await self._fenced(epoch, work)
 
-    async def destroy(self, namespace: str, name: str, *, purge: bool, epoch: int | None) -> None:
-        """After the last member stopped: remove the ensemble's files, or keep them (Retain)."""
-
+    async def stop_member(self, cluster: ClusterRef, member_id: int, *, epoch: int | None) -> None:
         def work() -> None:
-            with self.fence.hold(epoch):
-                ens = self.ensemble(namespace, name)
-                if not ens.exists():
-                    return
-                if purge:
-                    ens.stop(grace=10.0)
-                    ens.destroy()
-                else:
-                    retained = self.state_dir / "retained" / f"{ens.name}-{int(time.time())}"
-                    retained.parent.mkdir(parents=True, exist_ok=True)
-                    ens.stop(grace=10.0)
-                    ens.dir.rename(retained)
+            self.ensemble(cluster).stop_member(member_id, grace=STOP_GRACE)
 
-        await asyncio.to_thread(work)
+        await self._fenced(epoch, work)
 
-    def super_password(self, namespace: str, name: str) -> str:
-        return self.ensemble(namespace, name).super_password()
+    async def remove_member(self, cluster: ClusterRef, member_id: int, *, purge_data: bool, epoch: int | None) -> None:
+        def work() -> None:
+            ens = self.ensemble(cluster)
+            ens.stop_member(member_id, grace=STOP_GRACE)
+            ens.forget_member(member_id, purge_data=purge_data)
 
-    def record(self, namespace: str, name: str) -> EnsembleRecord:
-        return self.ensemble(namespace, name).load()
+        await self._fenced(epoch, work)
+
+    async def remove_cluster(self, cluster: ClusterRef, *, purge_data: bool, epoch: int | None) -> None:
+        def work() -> None:
+            ens = self.ensemble(cluster)
+            if not ens.exists():
+                return
+            ens.stop(grace=STOP_GRACE)
+            if purge_data:
+                ens.destroy()
+            else:
+                retained = self.state_dir / "retained" / f"{ens.name}-{int(time.time())}"
+                retained.parent.mkdir(parents=True, exist_ok=True)
+                ens.dir.rename(retained)
+
+        await self._fenced(epoch, work)
+
+    async def super_password(self, cluster: ClusterRef) -> str:
+        ens = self.ensemble(cluster)
+        try:
+            return await asyncio.to_thread(ens.super_password)
+        except OSError as exc:
+            raise ZkopError(f"cluster {cluster.key} has no super-user password: {exc}") from None
+
