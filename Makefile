@@ -6,7 +6,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap demo test bench lint clean
+.PHONY: bootstrap demo test bench lint clean kube-tools
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -14,7 +14,10 @@ bootstrap:
 demo: bootstrap
 	$(VENV)/bin/zkop demo
 
-test: bootstrap
+kube-tools:
+	@bash tools/kube/build.sh >/dev/null
+
+test: bootstrap kube-tools
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: bootstrap
