@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from kazoo.exceptions import KazooException
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -123,7 +124,7 @@ class Inspection:
                 return "survivor: rebuild from this member"
             if not m.status.data_present:
                 return "forgotten (data lost)"
-            return f"forgotten, data kept aside ({why or 'older zxid'})"
+            return f"forgotten, data kept aside ({why or f'rebuilding from member {d.survivor}'})"
         return why or (m.disk.problems[0] if m.disk.problems else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -581,7 +582,10 @@ def register(app: typer.Typer) -> None:
                 hint="pass --yes, or --dry-run to only look",
             )
         conn = connect.resolve(zk, ctx.obj.state_dir, root)
-        _run(conn, ctx.obj.state_dir, namespace, name, yes=yes, dry_run=dry_run, output=output, timeout=timeout)
+        try:
+            _run(conn, ctx.obj.state_dir, namespace, name, yes=yes, dry_run=dry_run, output=output, timeout=timeout)
+        except KazooException as exc:
+            raise ZkopError(f"the control plane at {conn.hosts} failed: {type(exc).__name__} {exc}") from None
 
 
 __all__ = ["RECOVERY_ANNOTATION", "Inspection", "Recovery", "RecoveryError", "inspect_cluster", "register"]
