@@ -24,14 +24,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError
 
 from common import ratio, summary, write
 from ensemble import bare_jvm_start
@@ -46,6 +43,7 @@ from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.store import NotFound, Store
 from zkop.testing import running_ensemble
+from zkop.testing.quorum import Writer, leader_sequence
 from zkop.zk import fourlw
 
 POLL = 0.05  # how often the bench reads the stored status (the operator's own periods are untouched)
@@ -157,74 +155,6 @@ async def bare_ensemble(n: int) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
-# ---- load and leader watching (as in tests/integration/test_zookeepercluster.py) -----
-
-
-@dataclass
-class Writer:
-    """Writes sequential znodes as fast as it can; remembers every acknowledged one."""
-
-    hosts: str
-    path: str
-    acked: list[int] = field(default_factory=list)
-    errors: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    longest_gap: float = 0.0
-    started: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        client = KazooClient(self.hosts, timeout=10)
-        client.start(timeout=20)
-        client.ensure_path(self.path)
-        i, last_ok = 0, time.monotonic()
-        self.started.set()
-        try:
-            while not self.stop.is_set() and i < 500_000:
-                try:
-                    client.create(f"{self.path}/n{i:07d}", b"x")
-                    self.acked.append(i)
-                except NodeExistsError:
-                    self.acked.append(i)  # a retried write that had landed
-                except KazooException:
-                    self.errors += 1
-                    time.sleep(0.05)
-                    continue
-                now = time.monotonic()
-                self.longest_gap = max(self.longest_gap, now - last_ok)
-                last_ok = now
-                i += 1
-        finally:
-            client.stop()
-            client.close()
-
-
-async def leader_sequence(hosts: list[str], stop: asyncio.Event) -> list[int]:
-    """Distinct successive leaders (by client port) seen while ``stop`` is not set."""
-    seen: list[int] = []
-    while not stop.is_set():
-        states = await asyncio.gather(
-            *(fourlw.server_state(h.split(":")[0], int(h.split(":")[1]), timeout=0.3) for h in hosts)
-        )
-        for h, st in zip(hosts, states, strict=True):
-            if st.serving and st.mode == "leader":
-                port = int(h.split(":")[1])
-                if not seen or seen[-1] != port:
-                    seen.append(port)
-        await asyncio.sleep(0.05)
-    return seen
-
-
-def lost_writes(hosts: str, path: str, acked: list[int]) -> int:
-    client = KazooClient(hosts, timeout=10)
-    client.start(timeout=20)
-    try:
-        present = {int(n[1:]) for n in client.get_children(path)}
-    finally:
-        client.stop()
-        client.close()
-    return sum(1 for i in acked if i not in present)
-
-
 # ---- operator measurements ------------------------------------------------------------
 
 
@@ -316,7 +246,7 @@ async def rolling_restart(ops: Ops, name: str, cnxns: int) -> dict[str, Any]:
         leaders = await watcher if watcher is not None else []
         writer.stop.set()
         await asyncio.to_thread(thread.join, 30)
-    lost = await asyncio.to_thread(lost_writes, hosts_str, path, writer.acked)
+    lost = len(await asyncio.to_thread(writer.lost))
     return {
         "total_s": total,
         "all_restart_events_s": events_at,

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError
 
 from zkop.api import ZookeeperCluster, parse_object
 from zkop.cli.local import stop_everything
@@ -25,7 +22,7 @@ from zkop.platform.local.platform import LocalPlatform
 from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.store import NotFound, Store
-from zkop.zk import fourlw
+from zkop.testing.quorum import Writer, leader_sequence
 
 pytestmark = pytest.mark.integration
 
@@ -144,57 +141,6 @@ async def operator(connection: Connection, store: Store, tmp_path: Path) -> Asyn
         await asyncio.to_thread(stop_everything, state, 5.0)  # every member this test started
 
 
-@dataclass
-class Writer:
-    """Writes sequential znodes as fast as it can; remembers every acknowledged one."""
-
-    hosts: str
-    acked: list[int] = field(default_factory=list)
-    errors: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    longest_gap: float = 0.0
-
-    def run(self) -> None:
-        client = KazooClient(self.hosts, timeout=10)
-        client.start(timeout=20)
-        client.ensure_path("/seq")
-        i, last_ok = 0, time.monotonic()
-        try:
-            while not self.stop.is_set() and i < 200_000:
-                try:
-                    client.create(f"/seq/n{i:07d}", b"x")
-                    self.acked.append(i)
-                except NodeExistsError:
-                    self.acked.append(i)  # a retried write that had landed
-                except KazooException:
-                    self.errors += 1
-                    time.sleep(0.05)
-                    continue
-                now = time.monotonic()
-                self.longest_gap = max(self.longest_gap, now - last_ok)
-                last_ok = now
-                i += 1
-        finally:
-            client.stop()
-            client.close()
-
-
-async def leader_sequence(hosts: list[str], stop: asyncio.Event) -> list[int]:
-    """Distinct successive leaders (by client port) seen while ``stop`` is not set."""
-    seen: list[int] = []
-    while not stop.is_set():
-        states = await asyncio.gather(
-            *(fourlw.server_state(h.split(":")[0], int(h.split(":")[1]), timeout=0.3) for h in hosts)
-        )
-        for h, st in zip(hosts, states, strict=True):
-            if st.serving and st.mode == "leader":
-                port = int(h.split(":")[1])
-                if not seen or seen[-1] != port:
-                    seen.append(port)
-        await asyncio.sleep(0.05)
-    return seen
-
-
 async def test_create_scale_roll_keeps_every_acknowledged_write(operator: Operator) -> None:
     await operator.store.create(cluster(replicas=3))
     obj = await operator.wait(available(3))
@@ -227,14 +173,7 @@ async def test_create_scale_roll_keeps_every_acknowledged_write(operator: Operat
         writer.stop.set()
         await asyncio.to_thread(thread.join, 30)
     assert len(writer.acked) > 100
-    client = KazooClient(obj.status.connection_string or "", timeout=10)
-    client.start(timeout=20)
-    try:
-        present = {int(n[1:]) for n in client.get_children("/seq")}
-    finally:
-        client.stop()
-        client.close()
-    missing = [i for i in writer.acked if i not in present]
+    missing = await asyncio.to_thread(writer.lost)
     assert not missing, f"{len(missing)} acknowledged writes lost"
     reasons = await operator.reasons()
     for reason in ("Created", "MemberAdded", "MemberRemoved", "RollingRestart"):

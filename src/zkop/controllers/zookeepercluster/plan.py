@@ -66,6 +66,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal, TypeAlias
 
+from zkop.zk.quorum import majority
+
 __all__ = [
     "MAX_MEMBER_ID",
     "Action",
@@ -309,13 +311,6 @@ Action: TypeAlias = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def majority(n: int) -> int:
-    """Members that must serve for a configuration of ``n`` participants to have quorum."""
-    if n < 0:
-        raise ValueError(f"a configuration cannot have {n} participants")
-    return n // 2 + 1
 
 
 @dataclass(frozen=True)

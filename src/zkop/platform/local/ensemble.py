@@ -40,6 +40,7 @@ from zkop.zk.config import (
     settings_hash,
 )
 from zkop.zk.distribution import Distribution, locate
+from zkop.zk.quorum import majority
 
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
@@ -143,10 +144,6 @@ class MemberStatus:
         if not self.state.reachable or not self.state.serving:
             return "starting"
         return self.state.mode
-
-
-def majority(n: int) -> int:
-    return n // 2 + 1
 
 
 class LocalEnsemble:
