@@ -65,8 +65,3 @@ def resolve_kind(name: str) -> KindInfo:
         f"unknown kind {name!r}; known kinds: {known_kinds()}",
         hint="use a kind name, its plural or its short name",
     )
-
-
-def kind_of(model: type[Resource]) -> KindInfo:
-    """The :class:`KindInfo` of a model class."""
-    return KINDS[model.KIND]

@@ -8,8 +8,8 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from zkop.api import Condition, Resource
 from zkop.runtime.informer import Informer
@@ -30,7 +30,6 @@ class Context:
     store: Store
     epoch: int | None
     identity: str
-    platforms: dict[str, Any] = field(default_factory=dict)
     on_fenced: Callable[[], None] = lambda: None
 
     async def event(self, obj: Resource, type_: str, reason: str, message: str) -> None:

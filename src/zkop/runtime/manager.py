@@ -76,9 +76,6 @@ class Manager:
         self._fenced = asyncio.Event()
         self.started = asyncio.Event()
 
-    def add_controller(self, controller: Controller) -> None:
-        self.controllers.append(controller)
-
     # ---- health ------------------------------------------------------------------
 
     def is_ready(self) -> bool:
@@ -175,7 +172,6 @@ class Manager:
             store.fenced(self.election.fence()),
             epoch,
             self.identity,
-            platforms={p.name: p for p in self.platforms},
             on_fenced=self._fenced.set,
         )
         self._fenced.clear()

@@ -64,10 +64,6 @@ class Fence:
 
     ops: tuple[Op, ...] = ()
 
-    @staticmethod
-    def none() -> Fence:
-        return Fence()
-
 
 @dataclass(frozen=True)
 class WatchEvent:
@@ -413,14 +409,6 @@ class Store:
                     raise NotFound(f"{info.kind.lower()} {namespace}/{name} not found") from None
                 raise
         raise Conflict(f"{info.kind.lower()} {namespace}/{name} kept changing during delete; retry")
-
-    async def read_raw(self, kind: str, namespace: str, name: str) -> bytes:
-        info = resolve_kind(kind)
-        try:
-            raw, _ = await self.client.get(self.obj_path(info, namespace, name))
-        except NoNodeError:
-            raise NotFound(f"{info.kind.lower()} {namespace}/{name} not found") from None
-        return raw
 
     # ---- watch -------------------------------------------------------------------
 

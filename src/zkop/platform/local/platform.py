@@ -19,6 +19,3 @@ class LocalPlatform:
     def claim(self, epoch: int) -> None:
         with self.fence.hold(epoch):
             pass
-
-    def newest_epoch(self) -> int | None:
-        return self.fence.newest()
