@@ -326,19 +326,20 @@ async def crash_to_endpoint(conn: Connection, client: ZkClient, reps: int = 3) -
     from zkop.api import Application, parse_object
     from zkop.cli.local import stop_everything
     from zkop.controllers.application import controller as app_controller
-    from zkop.platform.local.instances import LocalInstances
+    from zkop.platform.local.applications import LocalInstancePlatform
     from zkop.platform.local.platform import LocalPlatform
     from zkop.runtime.manager import Manager, ManagerOptions
 
     store = Store(client, root=conn.root, acl=conn.acl())
     state = Path(tempfile.mkdtemp(prefix="zkop-bench-apps-"))
     local = LocalPlatform(state, "zkop-operator")
-    instances = LocalInstances(state, local.fence)
+    instances = LocalInstancePlatform(state, local.fence)
     manager = Manager(
         conn,
         ManagerOptions(name="bench-apps", metrics_port=None),
         controllers=[app_controller.controller(None, instances, conn.root)],
         platforms=[local],
+        runnables=[instances],
     )
     task = asyncio.create_task(manager.run())
     samples: list[float] = []

@@ -50,7 +50,7 @@ from zkop.controllers.operatorconfig import OperatorConfigReconciler
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.runtime.result import Request, Result
-from zkop.store import Store
+from zkop.store import Store, codec
 from zkop.testing import running_ensemble
 from zkop.zk import fourlw
 
@@ -148,7 +148,7 @@ async def latency(conn: Connection, store: Store, updates: int) -> dict[str, Any
             via_update.append(starts[seen] - t0)
             # A plain set of the same znode, as the DataWatch baseline does.
             spec = obj.spec.model_copy(update={"replicas": 1 + (i + 3) % 7})
-            data = store._encode(obj.model_copy(update={"spec": spec}))
+            data = codec.encode(obj.model_copy(update={"spec": spec}))
             seen, runs = len(starts), counting.runs
             t0 = time.monotonic()
             await store.client.set(path, data)

@@ -46,7 +46,7 @@ from kazoo.security import make_digest_acl
 from common import ratio, summary, write
 from zkop.api import Resource, ZookeeperCluster, parse_object, resolve_kind
 from zkop.client.bridge import ZkClient
-from zkop.store import Store
+from zkop.store import Store, codec
 from zkop.testing import running_ensemble
 
 USER, PASSWORD = "zkop", "bench-password"
@@ -115,13 +115,13 @@ async def store_side(
     try:
         objects = [make_object(i) for i in range(count)]
         # The raw side writes exactly the bytes the store writes.
-        payloads = [store._encode(o) for o in objects]
-        status = store._encode_status(objects[0])
+        payloads = [codec.encode(o) for o in objects]
+        status = codec.encode_status(objects[0])
 
         create_s, created = await chunked([lambda o=o: store.create(o) for o in objects], chunk)
         get_s, _ = await chunked([lambda o=o: store.get("zkc", o.namespace, o.name) for o in objects], chunk)
         changed = [with_replicas(o, 5) for o in created]
-        update_payloads = [store._encode(o) for o in changed]
+        update_payloads = [codec.encode(o) for o in changed]
         update_s, _ = await chunked([lambda o=o: store.update(o) for o in changed], chunk)
         list_runs = []
         for _ in range(LIST_REPS):
@@ -185,7 +185,7 @@ async def store_watch_latency(hosts: str, updates: int) -> tuple[list[float], li
     try:
         obj = await store.create(make_object(0))
         path = store.obj_path(resolve_kind("zkc"), NAMESPACE, obj.name)
-        payloads = [store._encode(with_replicas(obj, 3 + (i % 2) * 2)) for i in range(updates)]
+        payloads = [codec.encode(with_replicas(obj, 3 + (i % 2) * 2)) for i in range(updates)]
         stream: Any = store.watch("zkc", NAMESPACE)
         while (await stream.__anext__()).type != "SYNCED":
             pass

@@ -26,7 +26,9 @@ from zkop.controllers.application import controller as app_controller
 from zkop.discovery import AsyncServiceDiscovery, Proxy, registry
 from zkop.errors import Fenced
 from zkop.platform.base import Resources
-from zkop.platform.local.instances import Cgroups, Limits, LocalInstances
+from zkop.platform.local.applications import LocalInstancePlatform
+from zkop.platform.local.cgroups import Cgroups, Limits
+from zkop.platform.local.instances import LocalInstances
 from zkop.platform.local.platform import LocalPlatform
 from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.store import NotFound, Store
@@ -70,12 +72,13 @@ class Env:
 
     def start_operator(self) -> Operator:
         local = LocalPlatform(self.state, "zkop-operator")
-        instances = LocalInstances(self.state, local.fence)
+        platform = LocalInstancePlatform(self.state, local.fence)
         manager = Manager(
             self.conn,
             ManagerOptions(name="apps", session_timeout=6.0, metrics_port=None),
-            controllers=[app_controller.controller(None, instances, self.conn.root)],
+            controllers=[app_controller.controller(None, platform, self.conn.root)],
             platforms=[local],
+            runnables=[platform],
         )
         op = Operator(manager, asyncio.create_task(manager.run()))
         self.operators.append(op)

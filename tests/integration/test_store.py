@@ -26,7 +26,7 @@ from zkop.store import (
     WatchEvent,
 )
 from zkop.store.apply import apply_one
-from zkop.store.store import MAX_EVENTS_PER_OBJECT
+from zkop.store.events import MAX_EVENTS_PER_OBJECT
 
 pytestmark = pytest.mark.integration
 

@@ -54,7 +54,7 @@ def build_manager(
     from zkop.controllers import operatorconfig
     from zkop.controllers.application import controller as application
     from zkop.controllers.zookeepercluster import controller as zookeepercluster
-    from zkop.platform.local.instances import LocalInstances
+    from zkop.platform.local.applications import LocalInstancePlatform
     from zkop.platform.local.platform import LocalPlatform
     from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 
@@ -68,12 +68,13 @@ def build_manager(
         identity=identity,
     )
     platform = LocalPlatform(state_dir, MANAGER_NAME)
+    instances = LocalInstancePlatform(state_dir, platform.fence)
     controllers = [
         operatorconfig.controller(namespace),
         zookeepercluster.controller(namespace, LocalZookeeperPlatform(state_dir, platform.fence)),
-        application.controller(namespace, LocalInstances(state_dir, platform.fence), conn.root),
+        application.controller(namespace, instances, conn.root),
     ]
-    return Manager(conn, options, controllers=controllers, platforms=[platform])
+    return Manager(conn, options, controllers=controllers, platforms=[platform], runnables=[instances])
 
 
 @app.command("run")

@@ -54,6 +54,7 @@ from zkop.client.bridge import TransactionFailed, Unavailable
 from zkop.errors import ValidationError, ZkopError
 from zkop.store import Conflict, CorruptObject, EventRecord, NotFound, Selector, Store, parse_selector
 from zkop.store.apply import Outcome, apply_one
+from zkop.store.codec import encode
 
 T = TypeVar("T")
 
@@ -345,7 +346,7 @@ async def preflight(store: Store, objects: Sequence[Resource]) -> None:
     errors: list[ZkopError] = []
     for obj, current in zip(objects, currents, strict=True):
         try:
-            store._encode(obj)  # raises TooLarge
+            encode(obj)  # raises TooLarge
             if isinstance(current, ZkopError):
                 raise ZkopError(
                     f"{ref(obj)} cannot be applied: {current}",

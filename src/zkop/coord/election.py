@@ -35,7 +35,6 @@ from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, N
 from kazoo.protocol.states import WatchedEvent
 
 from zkop.client.bridge import Op, TransactionFailed, ZkClient
-from zkop.store.store import Fence
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +93,12 @@ class LeaderElection:
             return False
         return time.monotonic() - self._confirmed_at < self.session_timeout * 0.6
 
-    def fence(self) -> Fence:
-        """Check ops that make a store write fail unless this term is still current."""
+    def fence(self) -> tuple[Op, ...]:
+        """Check ops that make a store write fail unless this term is still current (a
+        :class:`zkop.store.Fence` is made of them)."""
         if self.term is None:
             raise RuntimeError("not leading")
-        return Fence((Op.check(self.epoch_path, self.term.epoch),))
+        return (Op.check(self.epoch_path, self.term.epoch),)
 
     def on_state(self, state: str) -> None:
         """Connection state from the client (called on the event loop)."""

@@ -17,21 +17,29 @@ A new platform implements :class:`ZookeeperPlatform` (and, for applications,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
+from zkop.api.application import Probe
 from zkop.errors import Fenced
 from zkop.zk.config import MemberAddress, ServerSettings
 from zkop.zk.fourlw import ServerState
 
 __all__ = [
+    "AppRef",
     "ClusterObservation",
     "ClusterRef",
     "Fenced",
+    "InstanceObservation",
+    "InstancePhase",
+    "InstancePlatform",
+    "InstanceTemplate",
     "LastExit",
     "MemberObservation",
     "MemberTemplate",
+    "PlatformEvents",
+    "PortSpec",
     "Resources",
     "ZookeeperPlatform",
 ]
@@ -185,4 +193,136 @@ class ZookeeperPlatform(Protocol):
 
     async def super_password(self, cluster: ClusterRef) -> str:
         """The cluster's super-user password, for reconfiguration (created on first use)."""
+        ...
+
+
+# ---------------------------------------------------------------- application instances
+
+#: Where a platform reports what it did on its own (a restart, a failed probe), as a kubelet
+#: records events: ``(kind, namespace, name, type, reason, message)`` about the owning object.
+PlatformEvents = Callable[[str, str, str, str, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AppRef:
+    """Which application: the Application's namespace and name."""
+
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A named port; ``number`` None means the platform picks one (and keeps it per instance)."""
+
+    name: str
+    number: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceTemplate:
+    """What an instance runs. ``revision`` names it: instances of another revision are old and
+    are rolled. ``env`` may change within a revision (a longer ZK_HOSTS after a cluster scaled):
+    the next (re)start gets the new values, nothing is restarted for it.
+
+    The platform adds to the environment ``ZKOP_INSTANCE``, ``ZKOP_NAMESPACE``, ``ZKOP_APP``,
+    ``PORT`` (the first port) and ``PORT_<NAME>`` for every named port.
+    """
+
+    revision: str
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str | None = None
+    image: str | None = None
+    ports: tuple[PortSpec, ...] = ()
+    requests: Resources = field(default_factory=Resources)
+    memory_limit: int | None = None  # bytes
+    cpu_limit: float | None = None  # cores
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+
+InstancePhase = Literal["Pending", "Starting", "NotReady", "Running", "Restarting", "CrashLoopBackOff", "Failed"]
+
+
+@dataclass(frozen=True)
+class InstanceObservation:
+    """One instance as the platform sees it now.
+
+    ``phase``: Pending (not placed: does not fit), Starting, NotReady (runs, readiness fails),
+    Running (ready), Restarting (ended once, restarts), CrashLoopBackOff (ends again and again),
+    Failed (cannot start; retried). ``reason``/``message`` say why when it is not Running.
+    ``cpu_usage``: cores used on average since the platform last sampled it; ``memory``: bytes
+    resident; None where unknown. ``limits``: what the platform enforces (and what not, why).
+    """
+
+    name: str
+    revision: str
+    phase: InstancePhase
+    ready: bool
+    restarts: int
+    host: str
+    ports: Mapping[str, int]
+    index: int = 0  # creation order: higher is newer
+    started_at: float | None = None
+    last_exit: LastExit | None = None
+    reason: str | None = None
+    message: str | None = None
+    cpu_usage: float | None = None
+    memory: int | None = None
+    limits_enforced: tuple[str, ...] = ()
+    limits_not_enforced: tuple[str, ...] = ()
+    process_id: str | None = None  # what a user may look for (a pid, a Pod name); never acted on
+
+    @property
+    def port(self) -> int | None:
+        """The first port: the instance's endpoint."""
+        return next(iter(self.ports.values()), None)
+
+
+class InstancePlatform(Protocol):
+    """Where application instances run; it supervises them as a kubelet does: restarts what
+    ended (crash-loop back-off), runs the probes, measures usage, enforces limits and places
+    instances only where their requests fit."""
+
+    name: str
+
+    async def observe(self, app: AppRef) -> Sequence[InstanceObservation]:
+        """Every instance of the application, in creation order."""
+        ...
+
+    async def set_template(self, app: AppRef, template: InstanceTemplate, *, epoch: int | None) -> None:
+        """The current template: new instances and (re)starts of its revision use it."""
+        ...
+
+    async def create_instances(
+        self, app: AppRef, template: InstanceTemplate, count: int, *, epoch: int | None
+    ) -> Sequence[str]:
+        """Create ``count`` instances of ``template`` (started at once when they fit, else
+        Pending until they do); returns their names."""
+        ...
+
+    async def stop_instance(self, app: AppRef, name: str, *, epoch: int | None) -> None:
+        """Stop the instance gracefully and remove it."""
+        ...
+
+    async def remove_app(self, app: AppRef, *, epoch: int | None) -> None:
+        """Stop and remove every instance of the application, also unreadable ones."""
+        ...
+
+    async def apps(self) -> Sequence[AppRef]:
+        """Every application the platform has instances (or leftovers) of."""
+        ...
+
+    async def capacity(self) -> Resources:
+        """What the platform offers in all (for status and messages)."""
+        ...
+
+    def subscribe(self, callback: Callable[[AppRef], None]) -> None:
+        """Have ``callback(app)`` called (on the event loop) when an instance of ``app`` changes
+        (ended, restarted, readiness flipped), so its controller looks at once."""
         ...

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,12 +55,12 @@ class Watch:
 @dataclass(frozen=True)
 class Periodic:
     """A secondary source for what lives outside the store: once the primary cache is synced,
-    and then every ``every`` seconds, the keys ``keys()`` names (called in a thread) that have
-    no object in the cache are queued, e.g. leftovers on disk of an object deleted behind the
+    and then every ``every`` seconds, the keys ``await keys()`` names that have no object in
+    the cache are queued, e.g. leftovers on a platform of an object deleted behind the
     operator's back. Keys outside the controller's namespace are ignored."""
 
     every: float
-    keys: Callable[[], Iterable[Request]]
+    keys: Callable[[], Awaitable[Iterable[Request]]]
 
 
 class Controller:
@@ -93,6 +93,11 @@ class Controller:
         self.enqueue_times: dict[Request, float] = {}
         self.on_reconcile_start: Callable[[Request], None] | None = None
 
+    def enqueue(self, request: Request) -> None:
+        """Look at ``request`` soon (from the event loop; e.g. a platform saw an instance change).
+        Ignored while the controller does not run."""
+        self._enqueue(request)
+
     def _enqueue(self, request: Request) -> None:
         if self.queue is not None and not self.queue.shutting_down:
             self.enqueue_times.setdefault(request, time.monotonic())
@@ -102,7 +107,7 @@ class Controller:
         await primary.synced.wait()
         while True:
             try:
-                keys = await asyncio.to_thread(lambda: list(source.keys()))
+                keys = list(await source.keys())
             except Exception:  # a broken source must not stop the controller
                 log.exception("periodic source of %s failed", self.name)
                 keys = []

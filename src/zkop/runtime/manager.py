@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from zkop.api import resolve_kind
 from zkop.client.bridge import ZkClient
 from zkop.client.connect import Connection
 from zkop.coord.election import LeaderElection, default_identity
 from zkop.errors import Fenced
+from zkop.platform.base import PlatformEvents
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.http import HealthServer
 from zkop.runtime.metrics import ManagerMetrics
-from zkop.store import Store
+from zkop.store import Fence, Store
 
 log = logging.getLogger("zkop.manager")
 
@@ -37,6 +39,12 @@ class FencedPlatform(Protocol):
     def claim(self, epoch: int) -> None:
         """Record ``epoch`` as the newest; older epochs are refused from now on (``Fenced``,
         also for ``epoch`` itself when a newer one was seen)."""
+
+
+class Runnable(Protocol):
+    """Work a platform does while this replica leads (the local platform's supervisor)."""
+
+    async def run(self, epoch: int, events: PlatformEvents) -> None: ...
 
 
 @dataclass
@@ -58,12 +66,14 @@ class Manager:
         *,
         controllers: Sequence[Controller] = (),
         platforms: Sequence[FencedPlatform] = (),
+        runnables: Sequence[Runnable] = (),
     ) -> None:
         self.connection = connection
         self.options = options or ManagerOptions()
         self.identity = self.options.identity or default_identity()
         self.controllers = list(controllers)
         self.platforms = list(platforms)
+        self.runnables = list(runnables)
         self.metrics = ManagerMetrics()
         self.client: ZkClient | None = None
         self.election: LeaderElection | None = None
@@ -169,7 +179,7 @@ class Manager:
         m.leader_transitions.labels(name).inc()
         log.info("became leader", extra={"manager": name, "epoch": epoch, "identity": self.identity})
         ctx = Context(
-            store.fenced(self.election.fence()),
+            store.fenced(Fence(self.election.fence())),
             epoch,
             self.identity,
             on_fenced=self._fenced.set,
@@ -208,8 +218,22 @@ class Manager:
             log.info("stopped leading", extra={"manager": name, "epoch": epoch})
 
     def _start_controllers(self, ctx: Context) -> None:
+        async def events(kind: str, namespace: str, name: str, type_: str, reason: str, message: str) -> None:
+            with contextlib.suppress(Exception):
+                plural = resolve_kind(kind).plural
+                await ctx.store.record_event_for(kind, plural, namespace, name, type_, reason, message, ctx.identity)
+
+        async def runnable(r: Runnable) -> None:
+            assert ctx.epoch is not None
+            try:
+                await r.run(ctx.epoch, events)
+            except Fenced:
+                ctx.on_fenced()
+
         async def run_all() -> None:
-            await asyncio.gather(*(c.run(ctx, self.metrics) for c in self.controllers))
+            await asyncio.gather(
+                *(c.run(ctx, self.metrics) for c in self.controllers), *(runnable(r) for r in self.runnables)
+            )
             await asyncio.Event().wait()  # no controllers: still "running"
 
         self._controllers_task = asyncio.create_task(run_all(), name="controllers")

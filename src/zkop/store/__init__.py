@@ -1,8 +1,11 @@
 """zkop.store: resources in ZooKeeper."""
 
 from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, Fenced, NotFound, StoreError, TooLarge
+from zkop.store.events import EventRecord
 from zkop.store.selector import Selector, parse_selector
-from zkop.store.store import EventRecord, Fence, ListResult, Store, WatchEvent
+from zkop.store.store import ListResult, Store
+from zkop.store.watch import WatchEvent
+from zkop.store.znodes import Fence
 
 __all__ = [
     "AlreadyExists",
