@@ -18,7 +18,7 @@ from kazoo.exceptions import KazooException
 from zkop.api import ZookeeperCluster
 from zkop.api.zookeepercluster import ZookeeperClusterStatus
 from zkop.controllers.zookeepercluster import plan as P
-from zkop.controllers.zookeepercluster.driver import EnsembleDriver
+from zkop.controllers.zookeepercluster.driver import EnsembleAdmin, EnsembleDriver
 from zkop.controllers.zookeepercluster.status import stable, status_for
 from zkop.platform.base import ClusterRef, MemberTemplate, Resources, ZookeeperPlatform
 from zkop.runtime.controller import Context, Controller
@@ -87,10 +87,17 @@ class _Writes:
 
 class ZookeeperClusterReconciler:
     def __init__(
-        self, platform: ZookeeperPlatform, *, unresponsive_grace: float = 30.0, startup_grace: float = STARTUP_GRACE
+        self,
+        platform: ZookeeperPlatform,
+        *,
+        unresponsive_grace: float = 30.0,
+        startup_grace: float = STARTUP_GRACE,
+        admin: EnsembleAdmin | None = None,
     ) -> None:
         self.platform = platform
-        self.driver = EnsembleDriver(platform, unresponsive_grace=unresponsive_grace, startup_grace=startup_grace)
+        self.driver = EnsembleDriver(
+            platform, unresponsive_grace=unresponsive_grace, startup_grace=startup_grace, admin=admin
+        )
         self.writes: dict[str, _Writes] = {}
 
     async def reconcile(self, request: Request, ctx: Context) -> Result:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from zkop.client.bridge import ZkClient
 from zkop.controllers.zookeepercluster import plan as P
@@ -62,6 +63,49 @@ async def committed_config(obs: ClusterObservation) -> tuple[tuple[MemberAddress
     return obs.stored_membership, obs.stored_config_version
 
 
+class EnsembleAdmin(Protocol):
+    """What the operator asks of the ZooKeeper servers themselves (the same on every platform)."""
+
+    async def committed_config(self, obs: ClusterObservation) -> tuple[tuple[MemberAddress, ...], int | None]: ...
+
+    async def reconfig(
+        self,
+        via: MemberAddress,
+        password: str,
+        *,
+        joining: MemberAddress | None,
+        leaving: int | None,
+        from_config: int,
+    ) -> None: ...
+
+
+class ZooKeeperAdmin:
+    """The servers asked over the network: ``conf`` (four-letter word) and ``reconfig`` as the
+    cluster's super user."""
+
+    async def committed_config(self, obs: ClusterObservation) -> tuple[tuple[MemberAddress, ...], int | None]:
+        return await committed_config(obs)
+
+    async def reconfig(
+        self,
+        via: MemberAddress,
+        password: str,
+        *,
+        joining: MemberAddress | None,
+        leaving: int | None,
+        from_config: int,
+    ) -> None:
+        client = ZkClient(via.client_endpoint, auth_data=[auth.super_auth(password)], session_timeout=10)
+        await client.start(timeout=10)
+        try:
+            if joining is not None:
+                await client.reconfig(joining=joining.server_line(), from_config=from_config)
+            else:
+                await client.reconfig(leaving=str(leaving), from_config=from_config)
+        finally:
+            await client.stop()
+
+
 class EnsembleDriver:
     """Observe, decide, act for any number of ensembles on one platform. Keeps only timers
     (since when a member has not answered), never the world's state."""
@@ -73,8 +117,10 @@ class EnsembleDriver:
         unresponsive_grace: float = 30.0,
         startup_grace: float = 60.0,
         election_grace: float = 10.0,
+        admin: EnsembleAdmin | None = None,
     ) -> None:
         self.platform = platform
+        self.admin = admin or ZooKeeperAdmin()
         self.unresponsive_grace = unresponsive_grace
         self.startup_grace = startup_grace
         self.election_grace = election_grace
@@ -88,7 +134,7 @@ class EnsembleDriver:
         if obs is None:
             self.forget(cluster)
             return Look(None, (), None, ())
-        config_members, version = await committed_config(obs)
+        config_members, version = await self.admin.committed_config(obs)
         in_config = {m.id for m in config_members if m.role == "participant"}
         stuck = self._stuck_since.setdefault(cluster.key, {})
         at = time.time() if now is None else now
@@ -189,15 +235,9 @@ class EnsembleDriver:
         if not via:
             raise TimeoutError("no serving member to reconfigure through")
         password = await self.platform.super_password(cluster)
-        client = ZkClient(via[0].address.client_endpoint, auth_data=[auth.super_auth(password)], session_timeout=10)
-        await client.start(timeout=10)
-        try:
-            if joining is not None:
-                await client.reconfig(joining=joining.server_line(), from_config=look.config_version or -1)
-            else:
-                await client.reconfig(leaving=str(leaving), from_config=look.config_version or -1)
-        finally:
-            await client.stop()
+        await self.admin.reconfig(
+            via[0].address, password, joining=joining, leaving=leaving, from_config=look.config_version or -1
+        )
 
 
 def connection_string(look: Look) -> str:
@@ -206,4 +246,12 @@ def connection_string(look: Look) -> str:
     return ",".join(m.address.client_endpoint for m in sorted(look.platform_members, key=lambda m: m.id) if m.id in ids)
 
 
-__all__ = ["EnsembleDriver", "EventSink", "Look", "committed_config", "connection_string"]
+__all__ = [
+    "EnsembleAdmin",
+    "EnsembleDriver",
+    "EventSink",
+    "Look",
+    "ZooKeeperAdmin",
+    "committed_config",
+    "connection_string",
+]
