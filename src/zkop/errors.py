@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ZkopError(Exception):
     """Base of every error zkop reports to a user (the CLI prints it as one line)."""
@@ -29,3 +31,12 @@ class Fenced(ZkopError):
     """An action of a leadership term older than one already seen was refused: the caller was
     deposed. Raised by the store (a write's epoch check failed) and by every platform; the
     runtime stops the deposed replica's controllers instead of retrying."""
+
+
+class Refused(ValidationError):
+    """Several inputs were refused before anything was written; ``errors`` holds each one's."""
+
+    def __init__(self, errors: Sequence[ZkopError], *, what: str = "applied") -> None:
+        self.errors = list(errors)
+        body = "\n".join(str(e) for e in self.errors)
+        super().__init__(f"{body}\nnothing was {what}")

@@ -11,11 +11,12 @@ from typing import TextIO
 
 import typer
 
-from zkop.api import Application, resolve_kind
+from zkop.api import Application, Resource, resolve_kind
 from zkop.cli.output import console
 from zkop.client import connect
 from zkop.errors import ZkopError
-from zkop.store import Conflict, Store
+from zkop.store import Store
+from zkop.store.modify import set_spec
 
 
 def _app_name(target: str) -> str:
@@ -79,16 +80,17 @@ async def _scale(conn: connect.Connection, namespace: str, name: str, replicas: 
     await client.start(timeout=10)
     try:
         store = Store(client, root=conn.root, acl=conn.acl())
-        for _ in range(5):
-            obj = await store.get("Application", namespace, name)
+        old: list[int] = []
+        set_replicas = set_spec(replicas=replicas)
+
+        def change(obj: Resource) -> Resource | None:
             assert isinstance(obj, Application)
-            old = obj.spec.replicas
-            try:
-                await store.update(obj.model_copy(update={"spec": obj.spec.model_copy(update={"replicas": replicas})}))
-                return old, obj.spec.autoscaling is not None
-            except Conflict:
-                continue
-        raise ZkopError(f"application {namespace}/{name} kept changing; try again")
+            old[:] = [obj.spec.replicas]
+            return set_replicas(obj)
+
+        written = await store.modify("Application", namespace, name, change)
+        assert isinstance(written, Application)
+        return old[0], written.spec.autoscaling is not None
     finally:
         await client.stop()
 

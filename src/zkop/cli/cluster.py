@@ -12,7 +12,8 @@ from zkop.cli.output import console
 from zkop.client import connect
 from zkop.controllers.zookeepercluster.controller import RESTART_ANNOTATION
 from zkop.errors import ZkopError
-from zkop.store import Conflict, Store
+from zkop.store import Store
+from zkop.store.modify import set_annotation
 
 
 async def _restart(conn: connect.Connection, namespace: str, name: str) -> str:
@@ -21,17 +22,8 @@ async def _restart(conn: connect.Connection, namespace: str, name: str) -> str:
     try:
         store = Store(client, root=conn.root, acl=conn.acl())
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        for _ in range(5):
-            obj = await store.get("ZookeeperCluster", namespace, name)
-            meta = obj.metadata.model_copy(
-                update={"annotations": {**obj.metadata.annotations, RESTART_ANNOTATION: stamp}}
-            )
-            try:
-                await store.update(obj.model_copy(update={"metadata": meta}))
-                return stamp
-            except Conflict:
-                continue
-        raise ZkopError(f"zookeepercluster {namespace}/{name} kept changing; try again")
+        await store.modify("ZookeeperCluster", namespace, name, set_annotation(RESTART_ANNOTATION, stamp))
+        return stamp
     finally:
         await client.stop()
 

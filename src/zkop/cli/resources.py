@@ -38,7 +38,6 @@ from zkop.api import (
     Resource,
     ResourceValidationError,
     ZookeeperCluster,
-    check_update,
     dump_yaml,
     explain,
     load_yaml,
@@ -51,10 +50,9 @@ from zkop.api.registry import KindInfo
 from zkop.cli.output import Output, err_console
 from zkop.client import connect
 from zkop.client.bridge import TransactionFailed, Unavailable
-from zkop.errors import ValidationError, ZkopError
-from zkop.store import Conflict, CorruptObject, EventRecord, NotFound, Selector, Store, parse_selector
-from zkop.store.apply import Outcome, apply_one
-from zkop.store.codec import encode
+from zkop.errors import Refused, ValidationError, ZkopError
+from zkop.store import CorruptObject, EventRecord, NotFound, Selector, Store, parse_selector
+from zkop.store.apply import Outcome, apply_all, ref
 
 T = TypeVar("T")
 
@@ -130,11 +128,6 @@ def age(when: dt.datetime | str | None, now: dt.datetime | None = None) -> str:
     if seconds < 2 * 86400:
         return f"{seconds // 3600}h"
     return f"{seconds // 86400}d"
-
-
-def ref(obj: Resource) -> str:
-    """``zookeepercluster/orders``."""
-    return f"{obj.kind.lower()}/{obj.name}"
 
 
 # ---- connecting ----------------------------------------------------------------------
@@ -295,15 +288,6 @@ def read_sources(files: Sequence[str]) -> list[Source]:
     return sources
 
 
-class Refused(ValidationError):
-    """Input was refused before anything was written; ``errors`` holds each file's error."""
-
-    def __init__(self, errors: Sequence[ZkopError], *, what: str = "applied") -> None:
-        self.errors = list(errors)
-        body = "\n".join(str(e) for e in self.errors)
-        super().__init__(f"{body}\nnothing was {what}")
-
-
 def parse_sources(sources: Sequence[Source], *, what: str = "applied") -> list[Resource]:
     """Validate every document of every source; refuse all of them if any is invalid."""
     objects: list[Resource] = []
@@ -324,99 +308,13 @@ def parse_sources(sources: Sequence[Source], *, what: str = "applied") -> list[R
 # ---- apply ---------------------------------------------------------------------------
 
 
-def _desired(obj: Resource) -> tuple[object, object, object]:
-    data = to_dict(obj)
-    meta = data.get("metadata", {})
-    return data.get("spec"), meta.get("labels", {}), meta.get("annotations", {})
-
-
-async def _current(store: Store, obj: Resource) -> Resource | ZkopError | None:
-    try:
-        return await store.get(obj.kind, obj.namespace, obj.name)
-    except NotFound:
-        return None
-    except CorruptObject as exc:
-        return exc
-
-
-async def preflight(store: Store, objects: Sequence[Resource]) -> None:
-    """What the store would refuse, checked for every object before any is written: size,
-    immutable fields, a stale ``metadata.resourceVersion``, a corrupt stored object."""
-    currents = await asyncio.gather(*(_current(store, o) for o in objects))
-    errors: list[ZkopError] = []
-    for obj, current in zip(objects, currents, strict=True):
-        try:
-            encode(obj)  # raises TooLarge
-            if isinstance(current, ZkopError):
-                raise ZkopError(
-                    f"{ref(obj)} cannot be applied: {current}",
-                    hint=f"remove it first with `zkop delete {obj.kind.lower()} {obj.name} --force`",
-                )
-            wanted = obj.metadata.resource_version
-            if current is None:
-                if wanted:
-                    raise Conflict(
-                        f"{ref(obj)} has metadata.resourceVersion {wanted} but does not exist",
-                        hint="leave resourceVersion out to create it",
-                    )
-                continue
-            check_update(current, obj)
-            if wanted and wanted != current.metadata.resource_version:
-                raise Conflict(
-                    f"{ref(obj)} was changed by someone else (resourceVersion {wanted} is stale, "
-                    f"now {current.metadata.resource_version})",
-                    hint="get it again, or leave resourceVersion out to apply over the newest",
-                )
-        except ZkopError as exc:
-            errors.append(exc)
-    if errors:
-        raise Refused(errors)
-
-
-async def _apply_at_version(store: Store, obj: Resource) -> Outcome:
-    """Apply an object that names the resourceVersion it was based on: compare-and-set on it."""
-    current = await store.get(obj.kind, obj.namespace, obj.name)
-    check_update(current, obj)
-    if obj.metadata.resource_version != current.metadata.resource_version:
-        raise Conflict(
-            f"{ref(obj)} was changed by someone else (resourceVersion {obj.metadata.resource_version} is stale)",
-            hint="get it again and retry",
-        )
-    if _desired(current) == _desired(obj):
-        return "unchanged"
-    meta = current.metadata.model_copy(
-        update={"labels": dict(obj.metadata.labels), "annotations": dict(obj.metadata.annotations)}
-    )
-    await store.update(current.model_copy(update={"spec": obj.spec, "metadata": meta}))
-    return "configured"
-
-
-async def apply_objects(
-    store: Store,
-    objects: Sequence[Resource],
-    on_result: Callable[[Resource, Outcome], None] | None = None,
-) -> list[tuple[Resource, Outcome]]:
-    """Check every object against the store, then apply them in order."""
-    await preflight(store, objects)
-    results: list[tuple[Resource, Outcome]] = []
-    for obj in objects:
-        if obj.metadata.resource_version:
-            outcome = await _apply_at_version(store, obj)
-        else:
-            outcome = await apply_one(store, obj)
-        results.append((obj, outcome))
-        if on_result is not None:
-            on_result(obj, outcome)
-    return results
-
-
 async def apply_sources(
     store: Store,
     sources: Sequence[Source],
     on_result: Callable[[Resource, Outcome], None] | None = None,
 ) -> list[tuple[Resource, Outcome]]:
     """``zkop apply`` without the terminal: parse and validate all, then apply in order."""
-    return await apply_objects(store, parse_sources(sources), on_result)
+    return await apply_all(store, parse_sources(sources), on_result)
 
 
 # ---- tables per kind -----------------------------------------------------------------
@@ -592,7 +490,7 @@ def apply_cmd(
 
         async def main() -> None:
             async with open_store(conn, target.timeout) as store:
-                await apply_objects(store, objects, echo)
+                await apply_all(store, objects, echo)
 
         run(main())
 
