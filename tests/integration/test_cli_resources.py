@@ -28,8 +28,9 @@ from typer.testing import CliRunner, Result
 
 from zkop.api import KINDS, Condition, Resource
 from zkop.api.meta import dns_label_problem
+from zkop.cli.input import Source
 from zkop.cli.main import app
-from zkop.cli.resources import Source, apply_sources
+from zkop.cli.resources import apply_sources
 from zkop.client.connect import Connection
 from zkop.errors import ZkopError
 from zkop.store import Store

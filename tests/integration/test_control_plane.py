@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
+from zkop.cli import connection
 from zkop.cli.local import stop_everything
-from zkop.client import connect
 from zkop.platform.local import keeper, statedir
 from zkop.platform.local.ensemble import LocalEnsemble, MemberStatus
 
@@ -85,7 +85,7 @@ def pid_of(state: Path, member_id: int) -> int:
 
 
 def client(state: Path) -> KazooClient:
-    conn = connect.resolve(None, state)
+    conn = connection.resolve(None, state)
     zk = KazooClient(conn.hosts, auth_data=conn.auth_data, timeout=10)
     zk.start(timeout=30)
     return zk

@@ -12,6 +12,7 @@ from typing import TextIO
 import typer
 
 from zkop.api import Application, Resource, resolve_kind
+from zkop.cli import connection
 from zkop.cli.output import console
 from zkop.client import connect
 from zkop.errors import ZkopError
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
         """Set an application's replicas (autoscaling, when on, keeps its own bounds)."""
         if resolve_kind(kind).kind != "Application":
             raise ZkopError(f"scale applies to applications, not {kind}")
-        conn = connect.resolve(zk, ctx.obj.state_dir, root)
+        conn = connection.resolve(zk, ctx.obj.state_dir, root)
         old, autoscaling = asyncio.run(_scale(conn, namespace, name, replicas))
         console.print(f"application/{name} scaled from {old} to {replicas}")
         if autoscaling:

@@ -8,6 +8,7 @@ import datetime as dt
 import typer
 
 from zkop.api import resolve_kind
+from zkop.cli import connection
 from zkop.cli.output import console
 from zkop.client import connect
 from zkop.controllers.zookeepercluster.controller import RESTART_ANNOTATION
@@ -42,6 +43,6 @@ def register(app: typer.Typer) -> None:
         info = resolve_kind(kind)
         if info.kind != "ZookeeperCluster":
             raise ZkopError(f"restart applies to zookeeperclusters, not {info.plural}")
-        conn = connect.resolve(zk, ctx.obj.state_dir, root)
+        conn = connection.resolve(zk, ctx.obj.state_dir, root)
         stamp = asyncio.run(_restart(conn, namespace, name))
         console.print(f"zookeepercluster/{name} restart requested ({RESTART_ANNOTATION}={stamp})")

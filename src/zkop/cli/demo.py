@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from zkop.api import Application, ZookeeperCluster, load_yaml
+from zkop.cli import connection
 from zkop.cli.local import MEMBER_COLUMNS, member_rows, stop_everything
 from zkop.cli.output import console, table
-from zkop.client import connect
 from zkop.discovery import AsyncServiceDiscovery, Proxy
 from zkop.errors import ZkopError
 from zkop.platform.local import statedir
@@ -149,7 +149,7 @@ async def run_demo(state_dir: Path) -> None:
         statuses = await control.wait_serving(timeout=90)
         console.print(table(MEMBER_COLUMNS, member_rows(statuses, control.name)))
         op.start_replicas(state_dir, 2, demo_config(state_dir))
-        conn = connect.resolve(None, state_dir)
+        conn = connection.resolve(None, state_dir)
 
         async def both_in_line() -> Any:
             data = await op.wait_leader(conn, timeout=60)
@@ -173,7 +173,7 @@ async def run_demo(state_dir: Path) -> None:
 
     async def start_traffic() -> str:
         nonlocal sd, proxy, traffic_task
-        conn = connect.resolve(None, state_dir)
+        conn = connection.resolve(None, state_dir)
         sd = AsyncServiceDiscovery(conn.hosts, root=conn.root)
         await sd.start()
         provider = await sd.provider("default/counter", strategy="least_connections")
@@ -245,7 +245,7 @@ async def run_demo(state_dir: Path) -> None:
         return f"5 members, config version {zkc.status.config_version}, members {[m.id for m in zkc.status.members]}"
 
     async def kill_operator_leader() -> str:
-        conn = connect.resolve(None, state_dir)
+        conn = connection.resolve(None, state_dir)
         before = await op.wait_leader(conn, timeout=30)
         n = int(str(before["leader"]).rsplit("-", 1)[1])
         rec = op.replica_unit(state_dir, n).running()

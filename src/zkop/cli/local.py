@@ -90,12 +90,12 @@ async def _start_with_progress(ensemble: LocalEnsemble, ids: list[int]) -> list[
 
 
 def start_operators(state_dir: Path, count: int) -> None:
+    from zkop.cli import connection
     from zkop.cli import operator as op
-    from zkop.client import connect
 
     with console.status(f"starting {count} operator replicas (leader election on)"):
         op.start_replicas(state_dir, count)
-        data = asyncio.run(op.wait_leader(connect.resolve(None, state_dir), timeout=60))
+        data = asyncio.run(op.wait_leader(connection.resolve(None, state_dir), timeout=60))
     console.print(f"operator: {data['replicas']} replicas, leader [bold]{data['leader']}[/] (epoch {data['epoch']})")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from zkop.cli import connection
 from zkop.cli.output import Output, console, emit, table
 from zkop.client import connect
 from zkop.coord.election import read_leader
@@ -90,7 +91,7 @@ def run_cmd(
     logs.setup(log_level.upper())
     state_dir = ctx.obj.state_dir
     cfg = load_config(config)
-    conn = connect.resolve(zk, state_dir)
+    conn = connection.resolve(zk, state_dir)
 
     # On a local control plane each replica is also a keeper in waiting (one acts, by a lock):
     # the control plane heals as long as any replica or the keeper process lives.
@@ -146,7 +147,7 @@ def status_cmd(
     output: Output = typer.Option(Output.table, "--output", "-o"),
 ) -> None:
     """Show the operator replicas, the leader, its epoch and since when it leads."""
-    data = asyncio.run(_status(connect.resolve(zk, ctx.obj.state_dir)))
+    data = asyncio.run(_status(connection.resolve(zk, ctx.obj.state_dir)))
     if emit(data, output):
         return
     console.print(

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False)
@@ -43,5 +44,17 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str |
     return t
 
 
+def out(text: str) -> None:
+    """Plain text on stdout, as it is (no markup, no wrapping)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+    """``error: message`` on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """``warning: message`` on stderr."""
+    err_console.print(f"[yellow]warning: {escape(message)}[/]", soft_wrap=True)

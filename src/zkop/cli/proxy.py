@@ -13,6 +13,7 @@ import signal
 
 import typer
 
+from zkop.cli import connection
 from zkop.cli.output import console
 from zkop.client import connect
 from zkop.discovery import AsyncServiceDiscovery, Proxy, registry
@@ -34,7 +35,7 @@ def _control_plane(zk: str | None, ctx: typer.Context, root: str | None) -> tupl
     """(hosts, root, auth_data) of the control plane; auth only when ZKOP_AUTH asks for it."""
     state_dir = getattr(ctx.obj, "state_dir", None)
     try:
-        conn = connect.resolve(zk, state_dir, root)
+        conn = connection.resolve(zk, state_dir, root)
     except ConfigurationError:
         hosts = zk or os.environ.get("ZKOP_ZK")
         if not hosts or os.environ.get("ZKOP_AUTH"):

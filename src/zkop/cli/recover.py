@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from zkop.api import ZookeeperCluster, resolve_kind
+from zkop.cli import connection
 from zkop.cli.output import Output, console, emit, err_console, table
 from zkop.client import connect
 from zkop.controllers.zookeepercluster.recover import (
@@ -581,7 +582,7 @@ def register(app: typer.Typer) -> None:
                 "recover asks before it changes anything, and stdin is not a terminal; nothing changed",
                 hint="pass --yes, or --dry-run to only look",
             )
-        conn = connect.resolve(zk, ctx.obj.state_dir, root)
+        conn = connection.resolve(zk, ctx.obj.state_dir, root)
         try:
             _run(conn, ctx.obj.state_dir, namespace, name, yes=yes, dry_run=dry_run, output=output, timeout=timeout)
         except KazooException as exc:

@@ -24,7 +24,7 @@ from kazoo.security import Permissions
 
 from zkop.api import resolve_kind
 from zkop.cli.output import Output, console, emit, err_console, table
-from zkop.cli.resources import Target, open_store, run, user_errors
+from zkop.cli.session import Target, open_store, root_option, run, timeout_option, user_errors, zk_option
 from zkop.client import connect
 from zkop.client.bridge import ZkClient
 from zkop.discovery import registry
@@ -36,25 +36,6 @@ app = typer.Typer(
     help="Grant, revoke and list the identities that may write in the service registry.",
     no_args_is_help=True,
 )
-
-
-def _zk_option() -> Any:
-    return typer.Option(
-        None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts (host:port,...); default: the local control plane."
-    )
-
-
-def _timeout_option() -> Any:
-    return typer.Option(10.0, "--timeout", min=0.1, max=600.0, help="Seconds to wait for the control plane.")
-
-
-def _root_option() -> Any:
-    return typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True, help="Root znode of the control plane.")
-
-
-def _target(ctx: typer.Context, zk: str | None, timeout: float, root: str | None) -> Target:
-    state_dir = getattr(ctx.obj, "state_dir", None) if ctx.obj is not None else None
-    return Target(zk=zk, timeout=timeout, root=root, state_dir=state_dir)
 
 
 def _service(value: str) -> tuple[str, str]:
@@ -118,15 +99,15 @@ def grant(
     output: Output = typer.Option(
         Output.table, "--output", "-o", help="table (the ZKOP_REGISTRY_AUTH value alone), yaml or json."
     ),
-    zk: str | None = _zk_option(),
-    timeout: float = _timeout_option(),
-    root: str | None = _root_option(),
+    zk: str | None = zk_option(),
+    timeout: float = timeout_option(),
+    root: str | None = root_option(),
 ) -> None:
     """Make a service's registry folders and identity (or show the existing ones)."""
     with user_errors():
         ns, name = _service(service)
         path = _checked_secret_file(secret_file) if secret_file is not None else None
-        target = _target(ctx, zk, timeout, root)
+        target = Target.of(ctx, zk, timeout, root)
         conn = target.connection()
         identity, created = run(_grant(conn, target.timeout, ns, name))
         data: dict[str, Any] = {"service": f"{ns}/{name}", "user": identity.user, "created": created}
@@ -173,14 +154,14 @@ async def _revoke(conn: connect.Connection, timeout: float, ns: str, name: str) 
 def revoke(
     ctx: typer.Context,
     service: str = typer.Argument(..., metavar="NAMESPACE/APP", help="The service (a bare APP: namespace default)."),
-    zk: str | None = _zk_option(),
-    timeout: float = _timeout_option(),
-    root: str | None = _root_option(),
+    zk: str | None = zk_option(),
+    timeout: float = timeout_option(),
+    root: str | None = root_option(),
 ) -> None:
     """Take a service's identity away, and its registry folders when nothing is registered."""
     with user_errors():
         ns, name = _service(service)
-        target = _target(ctx, zk, timeout, root)
+        target = Target.of(ctx, zk, timeout, root)
         conn = target.connection()
         done = run(_revoke(conn, target.timeout, ns, name))
         if not done.found:
@@ -297,9 +278,9 @@ def list_cmd(
     ctx: typer.Context,
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="One namespace (default: all)."),
     output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
-    zk: str | None = _zk_option(),
-    timeout: float = _timeout_option(),
-    root: str | None = _root_option(),
+    zk: str | None = zk_option(),
+    timeout: float = timeout_option(),
+    root: str | None = root_option(),
 ) -> None:
     """List the services in the registry: endpoints, load reports, and who may write there."""
     with user_errors():
@@ -308,7 +289,7 @@ def list_cmd(
                 registry.service_user(namespace, "x")  # the namespace alone, checked as a service's is
             except ValueError as exc:
                 raise ValidationError(str(exc)) from None
-        target = _target(ctx, zk, timeout, root)
+        target = Target.of(ctx, zk, timeout, root)
         conn = target.connection()
         rows = run(_list(conn, target.timeout, namespace))
         if emit([r.to_dict() for r in rows], output):

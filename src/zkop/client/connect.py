@@ -1,10 +1,13 @@
-"""How zkop finds and authenticates to its control-plane ZooKeeper.
+"""How zkop reaches its control-plane ZooKeeper: hosts, identity and root, as a Connection.
 
-Hosts: ``--zk``, else ``ZKOP_ZK``, else the local control plane that ``zkop up`` started.
-Identity: ``ZKOP_AUTH=user:password``, else the local control plane's operator password
-(``<state>/ensembles/control-plane/operator.password``, mode 0600). Every control-plane
-znode carries a digest ACL for that identity, so anonymous clients can neither read nor
-change resources.
+Hosts: the ``zk`` given (``--zk``), else ``ZKOP_ZK``, else ``local.hosts()``.
+Identity: ``ZKOP_AUTH=user:password``, else the operator identity ``zkop`` with
+``local.password(hosts)``. Every control-plane znode carries a digest ACL for that identity,
+so anonymous clients can neither read nor change resources.
+
+``local`` is how the caller finds a control plane on its own machine (the CLI's,
+:mod:`zkop.cli.connection`, looks in the state dir for the one ``zkop up`` started);
+without it, hosts and identity come from the arguments and the environment only.
 """
 
 from __future__ import annotations
@@ -12,14 +15,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kazoo.security import make_digest_acl
 
 from zkop.client.bridge import ZkClient
 from zkop.errors import ConfigurationError
-from zkop.platform.local import statedir
-from zkop.zk import auth
 
 OPERATOR_USER = "zkop"
 DEFAULT_ROOT = "/zkop"
@@ -44,35 +45,42 @@ class Connection:
         return ZkClient(self.hosts, auth_data=self.auth_data, session_timeout=session_timeout)
 
 
-def operator_password_file(state_dir: Path) -> Path:
-    return state_dir / "ensembles" / statedir.CONTROL_PLANE / "operator.password"
+class LocalControlPlane(Protocol):
+    """A control plane found on this machine, for when neither arguments nor the environment
+    name one. Each method raises :class:`ConfigurationError` saying what is missing."""
+
+    def hosts(self) -> str: ...
+
+    def password(self, hosts: str) -> str:
+        """The operator identity's password for ``hosts``."""
+        ...
 
 
-def resolve(zk: str | None = None, state_dir: Path | None = None, root: str | None = None) -> Connection:
+def resolve(
+    zk: str | None = None,
+    state_dir: Path | None = None,
+    root: str | None = None,
+    *,
+    local: LocalControlPlane | None = None,
+) -> Connection:
+    if state_dir is not None and local is None:
+        # Transitional, for cli/keeper.py only, which still passes its state dir: it is to
+        # call zkop.cli.connection.resolve instead; then ``state_dir`` and this import go.
+        from zkop.cli.connection import resolve as resolve_locally
+
+        return resolve_locally(zk, state_dir, root)
     hosts = zk or os.environ.get("ZKOP_ZK")
     creds = os.environ.get("ZKOP_AUTH")
-    state = state_dir or statedir.resolve(None)
     if not hosts:
-        from zkop.platform.local.ensemble import LocalEnsemble
-
-        cp = LocalEnsemble(state, statedir.CONTROL_PLANE)
-        if not cp.exists():
-            raise ConfigurationError(
-                f"no control plane: zkop is not up in {state} and neither --zk nor ZKOP_ZK is set",
-                hint="run `zkop up -d`, or pass --zk host:port",
-            )
-        hosts = cp.connection_string()
+        if local is None:
+            raise ConfigurationError("no control plane: neither --zk nor ZKOP_ZK is set", hint="pass --zk host:port")
+        hosts = local.hosts()
     if creds:
         user, sep, password = creds.partition(":")
         if not sep or not user or not password:
             raise ConfigurationError("ZKOP_AUTH must look like user:password")
+    elif local is not None:
+        user, password = OPERATOR_USER, local.password(hosts)
     else:
-        user = OPERATOR_USER
-        pw_file = operator_password_file(state)
-        if not pw_file.parent.is_dir():
-            raise ConfigurationError(
-                f"no credentials for {hosts}: set ZKOP_AUTH=user:password",
-                hint="the local control plane keeps them in its state dir; remote ones need ZKOP_AUTH",
-            )
-        password = auth.load_or_create_password(pw_file)
+        raise ConfigurationError(f"no credentials for {hosts}: set ZKOP_AUTH=user:password")
     return Connection(hosts=hosts, user=user, password=password, root=root or DEFAULT_ROOT)
