@@ -199,3 +199,15 @@ def test_cache_listeners_and_versions() -> None:
     cache._publish({"i2": inst(2), "i1": inst(1)}, {"junk": "not an endpoint"})
     assert seen == [["i1", "i2"]] and cache.version == version + 1
     assert cache.skipped == {"junk": "not an endpoint"}
+
+
+# ---- modules --------------------------------------------------------------------------------
+
+
+def test_the_first_import_path_keeps_working() -> None:
+    import zkop.discovery
+    from zkop.discovery import client
+
+    for name in client.__all__:
+        assert getattr(client, name) is getattr(zkop.discovery, name)
+    assert not hasattr(ServiceProvider, "wait_instance")  # the old alias of aget_instance is gone

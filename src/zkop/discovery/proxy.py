@@ -36,8 +36,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from zkop.discovery.client import ServiceProvider
 from zkop.discovery.instances import Instance
+from zkop.discovery.provider import ServiceProvider
 
 __all__ = ["Proxy", "ProxyStats"]
 

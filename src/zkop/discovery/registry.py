@@ -59,9 +59,9 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kazoo.exceptions import BadVersionError, NoAuthError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import ZnodeStat
@@ -107,6 +107,8 @@ AUTH_ENV = "ZKOP_REGISTRY_AUTH"
 WORLD_READ = make_acl("world", "anyone", read=True)
 OWNER_ALL = ACL(Permissions.ALL, Id("auth", ""))
 """Full rights for whoever creates the znode, as they are authenticated (the ``auth`` scheme)."""
+
+T = TypeVar("T")
 
 
 class RegistryError(ZkopError):
@@ -158,6 +160,50 @@ def parse_service(name: str) -> tuple[str, str]:
     except ValueError:
         raise ValueError(f"service {name!r} is not NAMESPACE/APP (e.g. default/counter)") from None
     return ns, app
+
+
+# ---- reads and deletes -------------------------------------------------------------
+
+
+async def _get(client: ZkClient, path: str) -> tuple[bytes, ZnodeStat] | None:
+    """The data and stat of ``path``; None when it does not exist."""
+    try:
+        return await client.get(path)
+    except NoNodeError:
+        return None
+
+
+async def _children(client: ZkClient, path: str) -> list[str] | None:
+    """The children of ``path``; None when it does not exist."""
+    try:
+        return await client.get_children(path)
+    except NoNodeError:
+        return None
+
+
+async def _read_children(client: ZkClient, base: str, parse: Callable[[str, bytes], T | None]) -> dict[str, T]:
+    """``parse(name, data)`` of each child of ``base``, by name; children that are gone, not
+    readable (NoAuth) or that ``parse`` refuses (None) are left out."""
+    names = await _children(client, base) or []
+
+    async def one(name: str) -> T | None:
+        try:
+            raw, _ = await client.get(f"{base}/{name}")
+        except (NoNodeError, NoAuthError):
+            return None
+        return parse(name, raw)
+
+    values = await asyncio.gather(*map(one, names))
+    return {name: v for name, v in zip(names, values, strict=True) if v is not None}
+
+
+async def _delete(client: ZkClient, path: str) -> bool:
+    """Delete ``path``; False when it was not there."""
+    try:
+        await client.delete(path)
+    except NoNodeError:
+        return False
+    return True
 
 
 # ---- identities -----------------------------------------------------------------------
@@ -244,12 +290,9 @@ async def service_identity(
     service_user(namespace, app)  # validates the names
     path = credentials_path(root, namespace, app)
     for _ in range(3):
-        try:
-            raw, _ = await client.get(path)
-        except NoNodeError:
-            pass
-        else:
-            identity = ServiceIdentity.from_json(namespace, app, raw)
+        found = await _get(client, path)
+        if found is not None:
+            identity = ServiceIdentity.from_json(namespace, app, found[0])
             if identity is None:
                 raise RegistryError(
                     f"{path} is not a registry identity of {namespace}/{app}",
@@ -476,10 +519,8 @@ class Revoked:
 
 
 async def _count(client: ZkClient, path: str) -> int | None:
-    try:
-        return len(await client.get_children(path))
-    except NoNodeError:
-        return None
+    names = await _children(client, path)
+    return None if names is None else len(names)
 
 
 async def revoke_service(client: ZkClient, root: str, namespace: str, app: str, operator_acl: Sequence[Any]) -> Revoked:
@@ -494,11 +535,7 @@ async def revoke_service(client: ZkClient, root: str, namespace: str, app: str, 
         current = await _acl_of(client, path)
         if current is not None:
             await _ensure_folder(client, path, closed, current)
-    try:
-        await client.delete(credentials_path(root, namespace, app))
-        identity = True
-    except NoNodeError:
-        identity = False
+    identity = await _delete(client, credentials_path(root, namespace, app))
     service = service_path(root, namespace, app)
     if await client.exists(service) is None:
         return Revoked(identity, identity, folders=False, endpoints=0, loads=0)
@@ -532,11 +569,9 @@ async def publish_endpoint(
     path = f"{endpoints_path(root, namespace, app)}/{instance.id}"
     raw = encode(instance)
     for _ in range(3):
-        try:
-            current, stat = await client.get(path)
-        except NoNodeError:
-            pass
-        else:
+        found = await _get(client, path)
+        if found is not None:
+            current, stat = found
             if decode(current, instance.id) == instance:
                 return False
             try:
@@ -557,29 +592,13 @@ async def publish_endpoint(
 
 async def withdraw_endpoint(client: ZkClient, root: str, namespace: str, app: str, instance_id: str) -> bool:
     """Remove an endpoint; False when it was not there."""
-    try:
-        await client.delete(f"{endpoints_path(root, namespace, app)}/{instance_id}")
-    except NoNodeError:
-        return False
-    return True
+    return await _delete(client, f"{endpoints_path(root, namespace, app)}/{instance_id}")
 
 
 async def list_endpoints(client: ZkClient, root: str, namespace: str, app: str) -> list[Instance]:
     """The service's endpoints now, sorted by id (a one-off read; clients use the cache)."""
-    base = endpoints_path(root, namespace, app)
-    try:
-        names = sorted(await client.get_children(base))
-    except NoNodeError:
-        return []
-
-    async def one(name: str) -> Instance | None:
-        try:
-            raw, _ = await client.get(f"{base}/{name}")
-        except (NoNodeError, NoAuthError):
-            return None
-        return decode(raw, name)
-
-    return [inst for inst in await asyncio.gather(*map(one, names)) if inst is not None]
+    found = await _read_children(client, endpoints_path(root, namespace, app), lambda name, raw: decode(raw, name))
+    return [found[name] for name in sorted(found)]
 
 
 # ---- load reports -------------------------------------------------------------------
@@ -637,11 +656,7 @@ async def report_load(
 
 
 async def withdraw_load(client: ZkClient, root: str, namespace: str, app: str, instance_id: str) -> bool:
-    try:
-        await client.delete(f"{load_path(root, namespace, app)}/{instance_id}")
-    except NoNodeError:
-        return False
-    return True
+    return await _delete(client, f"{load_path(root, namespace, app)}/{instance_id}")
 
 
 async def read_loads(
@@ -652,19 +667,13 @@ async def read_loads(
     Reports that are not ``{"value": <finite number>, ...}`` are skipped, and with
     ``max_age`` (seconds) so are reports older than that.
     """
-    base = load_path(root, namespace, app)
-    try:
-        names = await client.get_children(base)
-    except NoNodeError:
-        return {}
 
-    async def one(name: str) -> float | None:
+    def parse(_name: str, raw: bytes) -> float | None:
         try:
-            raw, _ = await client.get(f"{base}/{name}")
             data = json.loads(raw)
             value = float(data["value"])
             at = float(data.get("at", 0.0))
-        except (NoNodeError, NoAuthError, ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
             return None
         if not math.isfinite(value):
             return None
@@ -672,5 +681,4 @@ async def read_loads(
             return None
         return value
 
-    values = await asyncio.gather(*map(one, names))
-    return {name: v for name, v in zip(names, values, strict=True) if v is not None}
+    return await _read_children(client, load_path(root, namespace, app), parse)
