@@ -14,9 +14,9 @@ import typer
 from zkop.api import Application, Resource, resolve_kind
 from zkop.cli import connection
 from zkop.cli.output import console
+from zkop.cli.session import open_store, root_option, zk_option
 from zkop.client import connect
 from zkop.errors import ZkopError
-from zkop.store import Store
 from zkop.store.modify import set_spec
 
 
@@ -77,23 +77,18 @@ def _follow(base: Path, pattern: str, follow: bool, lines: int) -> None:
 
 async def _scale(conn: connect.Connection, namespace: str, name: str, replicas: int) -> tuple[int, bool]:
     """Set spec.replicas (compare-and-set, retried on conflict): (the old value, autoscaling on)."""
-    client = conn.client()
-    await client.start(timeout=10)
-    try:
-        store = Store(client, root=conn.root, acl=conn.acl())
-        old: list[int] = []
-        set_replicas = set_spec(replicas=replicas)
+    old: list[int] = []
+    set_replicas = set_spec(replicas=replicas)
 
-        def change(obj: Resource) -> Resource | None:
-            assert isinstance(obj, Application)
-            old[:] = [obj.spec.replicas]
-            return set_replicas(obj)
+    def change(obj: Resource) -> Resource | None:
+        assert isinstance(obj, Application)
+        old[:] = [obj.spec.replicas]
+        return set_replicas(obj)
 
+    async with open_store(conn, timeout=10) as store:
         written = await store.modify("Application", namespace, name, change)
-        assert isinstance(written, Application)
-        return old[0], written.spec.autoscaling is not None
-    finally:
-        await client.stop()
+    assert isinstance(written, Application)
+    return old[0], written.spec.autoscaling is not None
 
 
 def register(app: typer.Typer) -> None:
@@ -125,8 +120,8 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(...),
         replicas: int = typer.Option(..., "--replicas", min=0, help="New spec.replicas."),
         namespace: str = typer.Option("default", "--namespace", "-n"),
-        zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK"),
-        root: str | None = typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True),
+        zk: str | None = zk_option(),
+        root: str | None = root_option(),
     ) -> None:
         """Set an application's replicas (autoscaling, when on, keeps its own bounds)."""
         if resolve_kind(kind).kind != "Application":

@@ -10,23 +10,18 @@ import typer
 from zkop.api import resolve_kind
 from zkop.cli import connection
 from zkop.cli.output import console
+from zkop.cli.session import open_store, root_option, zk_option
 from zkop.client import connect
 from zkop.controllers.zookeepercluster.controller import RESTART_ANNOTATION
 from zkop.errors import ZkopError
-from zkop.store import Store
 from zkop.store.modify import set_annotation
 
 
 async def _restart(conn: connect.Connection, namespace: str, name: str) -> str:
-    client = conn.client()
-    await client.start(timeout=10)
-    try:
-        store = Store(client, root=conn.root, acl=conn.acl())
-        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    async with open_store(conn, timeout=10) as store:
         await store.modify("ZookeeperCluster", namespace, name, set_annotation(RESTART_ANNOTATION, stamp))
-        return stamp
-    finally:
-        await client.stop()
+    return stamp
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +31,8 @@ def register(app: typer.Typer) -> None:
         kind: str = typer.Argument(..., help="zookeepercluster (zkc)"),
         name: str = typer.Argument(...),
         namespace: str = typer.Option("default", "--namespace", "-n"),
-        zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK"),
-        root: str | None = typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True),
+        zk: str | None = zk_option(),
+        root: str | None = root_option(),
     ) -> None:
         """Roll every member (unready first, followers next, the leader last), keeping quorum."""
         info = resolve_kind(kind)

@@ -13,6 +13,7 @@ import typer
 
 from zkop.cli import connection
 from zkop.cli.output import Output, console, emit, table
+from zkop.cli.session import zk_option
 from zkop.client import connect
 from zkop.coord.election import read_leader
 from zkop.errors import ZkopError
@@ -82,7 +83,7 @@ def build_manager(
 def run_cmd(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="An OperatorConfig YAML file."),
-    zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts."),
+    zk: str | None = zk_option(),
     identity: str | None = typer.Option(None, "--identity", help="This replica's name (default host:pid)."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Port for /metrics, /healthz, /readyz (0: any)."),
     log_level: str = typer.Option("INFO", "--log-level"),
@@ -143,7 +144,7 @@ async def _status(conn: connect.Connection) -> dict[str, Any]:
 @app.command("status")
 def status_cmd(
     ctx: typer.Context,
-    zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts."),
+    zk: str | None = zk_option(),
     output: Output = typer.Option(Output.table, "--output", "-o"),
 ) -> None:
     """Show the operator replicas, the leader, its epoch and since when it leads."""

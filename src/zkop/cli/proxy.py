@@ -15,6 +15,7 @@ import typer
 
 from zkop.cli import connection
 from zkop.cli.output import console
+from zkop.cli.session import root_option, zk_option
 from zkop.client import connect
 from zkop.discovery import AsyncServiceDiscovery, Proxy, registry
 from zkop.discovery.strategies import STRATEGY_NAMES, make_strategy
@@ -115,8 +116,8 @@ def register(app: typer.Typer) -> None:
             help="When an endpoint ends a connection without answering a byte, send the request (up to 64 KiB)"
             " to another endpoint. Only for idempotent protocols: the first may have acted on it.",
         ),
-        zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK", help="Control-plane hosts."),
-        root: str | None = typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True),
+        zk: str | None = zk_option(),
+        root: str | None = root_option(),
     ) -> None:
         """Forward TCP connections to a service's ready endpoints, retrying another on connect failure."""
         try:

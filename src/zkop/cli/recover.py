@@ -41,6 +41,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from zkop.api import ZookeeperCluster, resolve_kind
 from zkop.cli import connection
 from zkop.cli.output import Output, console, emit, err_console, table
+from zkop.cli.session import root_option, zk_option
 from zkop.client import connect
 from zkop.controllers.zookeepercluster.recover import (
     RecoveryPlan,
@@ -570,8 +571,8 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Only show the survivors and what would be done."),
         output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
         timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the operator and the survivor."),
-        zk: str | None = typer.Option(None, "--zk", envvar="ZKOP_ZK"),
-        root: str | None = typer.Option(None, "--root", envvar="ZKOP_ROOT", hidden=True),
+        zk: str | None = zk_option(),
+        root: str | None = root_option(),
     ) -> None:
         """Rebuild a ZooKeeper ensemble that lost quorum for good from its most recent survivor."""
         info = resolve_kind(kind)

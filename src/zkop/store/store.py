@@ -23,14 +23,13 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from zkop.api import Problem, Resource, ResourceValidationError, check_update, resolve_kind, to_dict
 from zkop.client.bridge import Op, TransactionFailed
-from zkop.store import events
 from zkop.store.codec import decode, encode, encode_status, now
 from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, NotFound
-from zkop.store.events import EventRecord
+from zkop.store.events import EventRecord, Events
 from zkop.store.modify import modify
 from zkop.store.selector import Selector, parse_selector
 from zkop.store.watch import Watcher, WatchEvent
-from zkop.store.znodes import Fence, Znodes
+from zkop.store.znodes import Fence
 
 
 @dataclass
@@ -39,7 +38,7 @@ class ListResult:
     corrupt: list[CorruptObject] = field(default_factory=list)
 
 
-class Store(Znodes):
+class Store(Events):
     """Objects of every kind under one root; every write also checks ``fence``."""
 
     def fenced(self, fence: Fence) -> Store:
@@ -231,33 +230,6 @@ class Store(Znodes):
         renewed, the stream relists and emits what changed meanwhile.
         """
         return Watcher(self, resolve_kind(kind), namespace, resume_from, relist_interval).run()
-
-    # ---- events ------------------------------------------------------------------
-
-    async def record_event(self, obj: Resource, type_: str, reason: str, message: str, *, source: str = "zkop") -> None:
-        """Record an event about ``obj``; a repeat of the newest one bumps its count."""
-        info = resolve_kind(obj.kind)
-        await self.record_event_for(info.kind, info.plural, obj.namespace, obj.name, type_, reason, message, source)
-
-    async def record_event_for(
-        self,
-        kind: str,
-        plural: str,
-        namespace: str,
-        name: str,
-        type_: str,
-        reason: str,
-        message: str,
-        source: str = "zkop",
-    ) -> None:
-        """Record an event about something that is not a stored object (the control plane)."""
-        await events.record_event(self, kind, plural, namespace, name, type_, reason, message, source)
-
-    async def list_events(
-        self, namespace: str | None = None, *, kind: str | None = None, name: str | None = None
-    ) -> builtins.list[EventRecord]:
-        """Events in a namespace (or all), or of one object; oldest first."""
-        return await events.list_events(self, namespace, kind=kind, name=name)
 
 
 __all__ = ["EventRecord", "Fence", "ListResult", "Store", "WatchEvent", "now"]
