@@ -38,7 +38,7 @@ from kazoo.exceptions import KazooException
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from zkop.api import ZookeeperCluster, resolve_kind
+from zkop.api import Resource, ZookeeperCluster, resolve_kind
 from zkop.cli import connection
 from zkop.cli.output import Output, console, emit, err_console, table
 from zkop.cli.session import root_option, zk_option
@@ -53,7 +53,7 @@ from zkop.errors import ZkopError
 from zkop.platform.local.ensemble import LocalEnsemble, MemberStatus
 from zkop.platform.local.recovery import committed_membership, disk_state, isolate_member
 from zkop.platform.local.zookeeper import ensemble_name
-from zkop.store import Conflict, NotFound, Store
+from zkop.store import NotFound, Store
 from zkop.zk import fourlw, txnlog
 from zkop.zk.config import MemberAddress
 
@@ -278,19 +278,14 @@ class Recovery:
 
     async def update(self, mutate: Callable[[ZookeeperCluster], ZookeeperCluster | None]) -> ZookeeperCluster:
         """Read, change and write the object, again on a conflict (the operator writes it too)."""
-        for _ in range(10):
-            obj = await self.store.get("ZookeeperCluster", self.ns, self.name)
+
+        def change(obj: Resource) -> Resource | None:
             assert isinstance(obj, ZookeeperCluster)
-            changed = mutate(obj)
-            if changed is None:
-                return obj
-            try:
-                written = await self.store.update(changed)
-                assert isinstance(written, ZookeeperCluster)
-                return written
-            except Conflict:
-                continue
-        raise RecoveryError(f"zookeepercluster {self.ns}/{self.name} kept changing; try again")
+            return mutate(obj)
+
+        written = await self.store.modify("ZookeeperCluster", self.ns, self.name, change)
+        assert isinstance(written, ZookeeperCluster)
+        return written
 
     # ---- (a) pause -----------------------------------------------------------------
 
