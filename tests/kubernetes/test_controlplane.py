@@ -10,7 +10,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from zkop.testing.kube import KUBERNETES_VERSION, ControlPlane, pinned_kubernetes_version, tools_dir
+from zkop.testing.kube import (
+    KUBERNETES_VERSION,
+    ControlPlane,
+    KubeBinaries,
+    KubeError,
+    pinned_kubernetes_version,
+    tools_dir,
+)
 
 pytestmark = pytest.mark.kubernetes
 
@@ -150,3 +157,21 @@ def test_helm_version_and_install(kube_control_plane: ControlPlane, kube_namespa
     assert cm["data"] == {"greeting": "hi"}
     releases = json.loads(cp.helm("list", "-n", ns, "-o", "json").stdout)
     assert [(r["name"], r["status"]) for r in releases] == [("hello", "deployed")]
+
+
+def test_a_failed_start_stops_what_it_started(kube_control_plane: ControlPlane, tmp_path: Path) -> None:
+    """An apiserver that exits at once: start() raises with its output and etcd is stopped."""
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for name in KubeBinaries.NAMES:
+        (bins / name).symlink_to(kube_control_plane.binaries.path(name))
+    (bins / "kube-apiserver").unlink()
+    (bins / "kube-apiserver").write_text("#!/bin/sh\necho 'no apiserver today' >&2\nexit 3\n")
+    (bins / "kube-apiserver").chmod(0o755)
+    root = tmp_path / "cp"
+    cp = ControlPlane(root, KubeBinaries(bins), start_timeout=60)
+    with pytest.raises(KubeError, match=r"(?s)kube-apiserver exited with 3.*no apiserver today"):
+        cp.start()
+    assert cp.pids == {}
+    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if str(root) in " ".join(p.info["cmdline"] or ())]
+    assert leftovers == []

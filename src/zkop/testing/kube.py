@@ -190,7 +190,8 @@ def build_binaries(output: IO[str] | None = None, timeout: float = 3600.0) -> Ku
     )
     lines: list[str] = []
     deadline = time.monotonic() + timeout
-    timer = threading.Timer(timeout, proc.kill)
+    # On SIGTERM build.sh stops its `go build` (by pid) and removes its work directory.
+    timer = threading.Timer(timeout, proc.terminate)
     timer.start()
     try:
         assert proc.stdout is not None
@@ -202,9 +203,8 @@ def build_binaries(output: IO[str] | None = None, timeout: float = 3600.0) -> Ku
         code = proc.wait()
     finally:
         timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # interrupted (e.g. Ctrl-C)
+            _Process("build.sh", proc, Path(os.devnull)).stop(10.0)
     text = "".join(lines)
     if code != 0:
         why = f"timed out after {timeout:.0f}s" if time.monotonic() >= deadline else f"exited with {code}"
@@ -351,22 +351,31 @@ class _CA:
 # --------------------------------------------------------------------------- processes
 
 
-def _set_parent_death_signal() -> None:
-    """In the child, before exec: SIGKILL it if the process that started it dies first."""
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread that started it
+    ends (Linux ``prctl(PR_SET_PDEATHSIG)``): a test run killed with SIGKILL leaves no control
+    plane behind. None where that is not available. libc is loaded here, in the parent; the
+    child only makes the call."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None  # the signal follows the starting thread, not the process: main thread only
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+    return preexec
 
 
 @dataclass
 class _Process:
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[Any]
     log: Path
 
     @property
@@ -546,8 +555,7 @@ class ControlPlane:
                 cwd=self.root,
                 env=self._env(),
                 start_new_session=True,
-                # Only a parent that is the main thread: the signal follows the thread, not the process.
-                preexec_fn=_set_parent_death_signal if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=_parent_death_signal(),
             )
         p = _Process(name, proc, log)
         self._processes.append(p)
