@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import typer
 from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, KazooException, NoAuthError, SessionExpiredError
 
-from zkop.cli import connection
+from zkop.cli.connection import resolve as resolve_connection
 from zkop.cli.output import fail
 from zkop.client import connect
 from zkop.client.bridge import TransactionFailed, Unavailable
@@ -51,7 +51,7 @@ class Target:
     def connection(self) -> connect.Connection:
         if self.root is not None and (not self.root.startswith("/") or self.root.rstrip("/") == ""):
             raise ValidationError(f"invalid root {self.root!r}", hint="use an absolute znode path such as /zkop")
-        return connection.resolve(self.zk, self.state_dir, self.root)
+        return resolve_connection(self.zk, self.state_dir, self.root)
 
     @classmethod
     def of(cls, ctx: typer.Context, zk: str | None, timeout: float, root: str | None) -> Target:
