@@ -74,13 +74,13 @@ class StoreEvents:
             self.queue.put_nowait((type_, reason, message))
 
     async def _run(self) -> None:
-        from zkop.client import connect
+        from zkop.cli import connection
         from zkop.store import Store
 
         while True:
             event = await self.queue.get()
             try:
-                conn = connect.resolve(None, self.state_dir)
+                conn = connection.resolve(None, self.state_dir)
                 client = conn.client(session_timeout=10.0)
                 await client.start(timeout=STORE_EVENT_TIMEOUT)
             except ZkopError:
