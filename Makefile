@@ -15,7 +15,7 @@ demo: bootstrap
 	$(VENV)/bin/zkop demo
 
 kube-tools:
-	@bash tools/kube/build.sh >/dev/null
+	@if [ "$${ZKOP_SKIP_KUBE:-}" != 1 ]; then bash tools/kube/build.sh >/dev/null; fi
 
 test: bootstrap kube-tools
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

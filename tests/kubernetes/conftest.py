@@ -61,7 +61,7 @@ def _binaries_or_fail(config: pytest.Config) -> KubeBinaries:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if _skipping():
+    if _skipping() or session.config.option.collectonly:
         return
     if any("kube_control_plane" in getattr(item, "fixturenames", ()) for item in session.items):
         _build(session.config)
