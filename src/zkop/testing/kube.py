@@ -525,22 +525,35 @@ class ControlPlane:
         if self._started:
             raise KubeError("control plane already started")
         self._started = True
-        binaries = self.binaries  # fails before anything runs when they are missing
         try:
+            binaries = self.binaries  # fails before anything runs when they are missing
             self.log_dir.mkdir(exist_ok=True)
             self._write_pki()
-            self._start_etcd(binaries)
-            self._start_apiserver(binaries)
-            self._start_controller_manager(binaries)
+            attempts = 3
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._start_etcd(binaries)
+                    self._start_apiserver(binaries)
+                    self._start_controller_manager(binaries)
+                    return
+                except KubeError as e:
+                    # A free port is picked before the process binds it: another may take it first.
+                    if attempt == attempts or "address already in use" not in str(e):
+                        raise
+                    self._stop_processes()
+                    shutil.rmtree(self.root / "etcd", ignore_errors=True)
         except BaseException:
             self.stop()
             raise
 
-    def stop(self) -> None:
-        """Stop every process this control plane started, newest first, by pid."""
+    def _stop_processes(self) -> None:
         for p in reversed(self._processes):
             p.stop(self.stop_grace)
         self._processes.clear()
+
+    def stop(self) -> None:
+        """Stop every process this control plane started, newest first, by pid."""
+        self._stop_processes()
         if self._own_root and os.environ.get("ZKOP_KUBE_KEEP") != "1":
             shutil.rmtree(self.root, ignore_errors=True)
 
