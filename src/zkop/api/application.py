@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema, mod
 from zkop.api.errors import FieldProblems, LocItem
 from zkop.api.meta import (
     INT64_MAX,
+    PORT_NAME_PATTERN,
     ApiModel,
     Condition,
     DnsLabel,
@@ -43,7 +44,7 @@ PortRef = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 1, "maximum": 65535},
-                {"type": "string", "maxLength": 15},
+                {"type": "string", "minLength": 1, "maxLength": 15, "pattern": PORT_NAME_PATTERN},
             ],
             "x-kubernetes-int-or-string": True,
         }
@@ -51,6 +52,8 @@ PortRef = Annotated[
 ]
 
 _PERCENT = re.compile(r"^([0-9]{1,3})%$")
+#: The percentages ``_int_or_percent`` accepts, 0% to 100% (up to three digits), as one pattern.
+PERCENT_PATTERN = r"^([0-9]{1,2}|0[0-9]{2}|100)%$"
 _INT_OR_PERCENT_RULE = "a whole number of instances (0 or more) or a percentage from '0%' to '100%'"
 
 
@@ -61,7 +64,7 @@ def _int_or_percent(value: Any) -> int | str:
         if not 0 <= value <= 10000:
             raise ValueError(f"{value} is out of range; allowed: {_INT_OR_PERCENT_RULE}")
         return value
-    match = _PERCENT.match(value)
+    match = _PERCENT.fullmatch(value)
     if match is None or int(match.group(1)) > 100:
         raise ValueError(f"{value!r} is not valid; allowed: {_INT_OR_PERCENT_RULE}")
     return value
@@ -74,8 +77,8 @@ IntOrPercent = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^[0-9]{1,3}%$"},
+                {"type": "integer", "minimum": 0, "maximum": 10000},
+                {"type": "string", "pattern": PERCENT_PATTERN},
             ],
             "x-kubernetes-int-or-string": True,
         }
@@ -506,6 +509,11 @@ class ApplicationStatus(ApiModel):
     )
     last_scale_time: Timestamp | None = Field(
         default=None, description="When the autoscaler last changed the replicas."
+    )
+    selector: str | None = Field(
+        default=None,
+        description="(kubernetes) Label selector of the instances' pods, in the string form "
+        "'key=value,...'; the scale subresource reports it so a HorizontalPodAutoscaler can find them.",
     )
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions of the application.")
 

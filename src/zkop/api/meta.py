@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -44,11 +45,18 @@ class ApiModel(BaseModel):
 
 # -- names -------------------------------------------------------------------------------
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: A DNS-1123 label (without its length limit of 63) as a regular expression that Python, JSON
+#: Schema and Kubernetes (RE2) read alike.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A port name (IANA service name, without its length limit of 15): runs of lowercase letters
+#: and digits joined by single '-', with at least one letter.
+PORT_NAME_PATTERN = r"^([0-9]+-)*[0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+
+_DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = _QUALIFIED_NAME
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PORT_NAME = re.compile(PORT_NAME_PATTERN)
 
 DNS_LABEL_RULE = (
     "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter "
@@ -66,7 +74,7 @@ def dns_label_problem(value: str) -> str | None:
         return f"must not be empty; must be {DNS_LABEL_RULE}"
     if len(value) > 63:
         return f"{_show(value)} is {len(value)} characters long; must be {DNS_LABEL_RULE}"
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         return f"{_show(value)} is not valid; must be {DNS_LABEL_RULE}"
     return None
 
@@ -147,17 +155,16 @@ def _version_to_str(value: Any) -> Any:
 
 
 #: A DNS-1123 label (names of objects and namespaces).
-DnsLabel = Annotated[str, AfterValidator(_check_dns_label)]
+DnsLabel = Annotated[
+    str,
+    AfterValidator(_check_dns_label),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 63, "pattern": DNS_LABEL_PATTERN}),
+]
 
 
 def check_port_name(value: str) -> str:
     """Return ``value`` if it is a valid port name (IANA service name), else raise ValueError."""
-    if (
-        not 1 <= len(value) <= 15
-        or not _IANA_SVC_NAME.match(value)
-        or "--" in value
-        or not any(c.isalpha() for c in value)
-    ):
+    if not 1 <= len(value) <= 15 or not _PORT_NAME.fullmatch(value):
         raise ValueError(
             f"{_show(value)} is not a valid port name; must be 1-15 characters of lowercase "
             "letters, digits and '-', with at least one letter, starting and ending with a "
@@ -167,7 +174,11 @@ def check_port_name(value: str) -> str:
 
 
 #: An IANA service name, used for port names (``http``, ``metrics``).
-PortName = Annotated[str, AfterValidator(check_port_name)]
+PortName = Annotated[
+    str,
+    AfterValidator(check_port_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 15, "pattern": PORT_NAME_PATTERN}),
+]
 
 Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 

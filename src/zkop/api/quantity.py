@@ -121,7 +121,10 @@ class Quantity:
         cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         return {
-            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": PATTERN_TEXT}],
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "maxLength": _MAX_TEXT, "pattern": PATTERN_TEXT},
+            ],
             "x-kubernetes-int-or-string": True,
             "title": "Quantity",
         }

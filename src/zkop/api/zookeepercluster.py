@@ -53,7 +53,13 @@ _RESERVED_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^group\.\d+$"), _OWN_MEMBERSHIP),
     (re.compile(r"^weight\.\d+$"), _OWN_MEMBERSHIP),
 )
-_CONFIG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+#: Keys allowed in additionalConfig (besides the reserved ones), as a regular expression that
+#: Python, JSON Schema and Kubernetes (RE2) read alike.
+CONFIG_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+_CONFIG_KEY = re.compile(CONFIG_KEY_PATTERN)
+#: Most keys in additionalConfig (ZooKeeper has about a hundred settings). The bound also lets
+#: the Kubernetes API server afford checking every key (its CEL cost estimate needs one).
+MAX_ADDITIONAL_CONFIG = 256
 
 
 def reserved_config_key(key: str) -> str | None:
@@ -120,9 +126,10 @@ class ZookeeperConfig(ApiModel):
     autopurge: Autopurge = Field(default_factory=Autopurge, description="Automatic removal of old snapshots and logs.")
     additional_config: Annotated[dict[str, str], BeforeValidator(_scalars_to_str)] = Field(
         default_factory=dict,
+        max_length=MAX_ADDITIONAL_CONFIG,
         description=(
             "Other zoo.cfg settings as key: value strings. Keys zkop owns (server.N, dataDir, "
-            "clientPort, skipACL, reconfigEnabled, ...) are refused."
+            f"clientPort, skipACL, reconfigEnabled, ...) are refused. At most {MAX_ADDITIONAL_CONFIG} keys."
         ),
     )
 
@@ -134,7 +141,7 @@ class ZookeeperConfig(ApiModel):
             reason = reserved_config_key(key)
             if reason:
                 items.append(((key,), f"the key {key!r} is managed by zkop: {reason}"))
-            elif not _CONFIG_KEY.match(key):
+            elif not _CONFIG_KEY.fullmatch(key):
                 items.append(
                     (
                         (key,),

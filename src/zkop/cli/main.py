@@ -11,6 +11,7 @@ import typer
 import zkop
 from zkop.cli import apps, cluster, local, resources
 from zkop.cli import keeper as keeper_cli
+from zkop.cli import kube as kube_cli
 from zkop.cli import operator as operator_cli
 from zkop.cli import proxy as proxy_cli
 from zkop.cli import recover as recover_cli
@@ -39,6 +40,7 @@ class Context:
 
 app.add_typer(operator_cli.app, name="operator")
 app.add_typer(keeper_cli.app, name="keeper")
+app.add_typer(kube_cli.app, name="kube")
 app.add_typer(registry_cli.app, name="registry")
 resources.register(app)
 cluster.register(app)
