@@ -15,12 +15,13 @@ import pytest
 from kazoo.client import KazooClient
 
 from tests.integration import test_zookeepercluster as zkc_tests
-from tests.integration.test_zookeepercluster import Operator, Writer, available, cluster
+from tests.integration.test_zookeepercluster import Operator, available, cluster
 from zkop.api import ZookeeperCluster
 from zkop.cli.recover import RECOVERY_ANNOTATION
 from zkop.client.connect import Connection
 from zkop.platform.local.ensemble import LocalEnsemble
 from zkop.platform.local.zookeeper import ensemble_name
+from zkop.testing.quorum import Writer
 from zkop.zk.txnlog import read_data_dir
 
 pytestmark = pytest.mark.integration
