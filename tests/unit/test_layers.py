@@ -29,14 +29,6 @@ RULES: dict[str, tuple[str, ...]] = {
     "zkop.zk": (*ABOVE_GROUND, "zkop.cli"),
 }
 
-# An import that is known to break a rule, and why it is still there. Each is checked below
-# (strictly expected to fail) so that it is removed from here once it is gone.
-PENDING = {
-    ("zkop.client.connect", "zkop.cli.connection"): (
-        "cli/keeper.py still passes its state dir to connect.resolve, which hands it to the CLI"
-    ),
-}
-
 
 def module_name(path: Path) -> str:
     parts = ["zkop", *path.relative_to(PACKAGE).with_suffix("").parts]
@@ -85,9 +77,7 @@ def breaches(layer: str, forbidden: tuple[str, ...], *, allowed: tuple[str, ...]
             continue
         for name, line in imports_of(module):
             if any(within(name, f) for f in forbidden) and not any(within(name, a) for a in allowed):
-                edge = next(((m, t) for m, t in PENDING if m == module and within(name, t)), None)
-                if edge is None:
-                    out.append(f"{module}:{line} imports {name}")
+                out.append(f"{module}:{line} imports {name}")
     return sorted(set(out))
 
 
@@ -125,9 +115,3 @@ class Lazy:
         "zkop.discovery.registry",
         "zkop.controllers",
     } <= names
-
-
-@pytest.mark.parametrize(("module", "target"), sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="a known breach (see PENDING); delete its entry once it is gone")
-def test_pending_breach_is_gone(module: str, target: str) -> None:
-    assert not any(within(name, target) for name, _ in imports_of(module)), PENDING[(module, target)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from kazoo.security import make_digest_acl
@@ -56,19 +55,9 @@ class LocalControlPlane(Protocol):
         ...
 
 
-def resolve(
-    zk: str | None = None,
-    state_dir: Path | None = None,
-    root: str | None = None,
-    *,
-    local: LocalControlPlane | None = None,
-) -> Connection:
-    if state_dir is not None and local is None:
-        # Transitional, for cli/keeper.py only, which still passes its state dir: it is to
-        # call zkop.cli.connection.resolve instead; then ``state_dir`` and this import go.
-        from zkop.cli.connection import resolve as resolve_locally
-
-        return resolve_locally(zk, state_dir, root)
+def resolve(zk: str | None = None, root: str | None = None, *, local: LocalControlPlane | None = None) -> Connection:
+    """The connection from ``zk``, ``ZKOP_ZK`` and ``ZKOP_AUTH``, and ``local`` for what
+    they leave open; :class:`ConfigurationError` says what is missing."""
     hosts = zk or os.environ.get("ZKOP_ZK")
     creds = os.environ.get("ZKOP_AUTH")
     if not hosts:
