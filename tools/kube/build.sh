@@ -14,20 +14,14 @@ cd "$here"
 log() { printf 'kube-tools: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-GO=${GO:-}
-if [ -z "$GO" ]; then
-  GO=$(command -v go || true)
-  [ -n "$GO" ] || { [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go; }
-fi
-[ -n "$GO" ] || die "the Go toolchain (1.24 or newer) is needed: none on PATH nor at /usr/local/go/bin/go"
-"$GO" version >/dev/null || die "GO=$GO does not run"
-
 # The pinned versions, read from go.mod (the one place they are written).
 modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' go.mod; }
 k8s=$(modver k8s.io/kubernetes)
 etcd=$(modver go.etcd.io/etcd/server/v3)
 helm=$(modver helm.sh/helm/v3)
-[ -n "$k8s" ] && [ -n "$etcd" ] && [ -n "$helm" ] || die "cannot read the pinned versions from $here/go.mod"
+if [ -z "$k8s" ] || [ -z "$etcd" ] || [ -z "$helm" ]; then
+  die "cannot read the pinned versions from $here/go.mod"
+fi
 
 cache=${ZKOP_KUBE_CACHE:-$HOME/.cache/zkop/kube}
 dir=$cache/$k8s
@@ -46,6 +40,16 @@ if built; then
   echo "$bin"
   exit 0
 fi
+
+GO=${GO:-}
+if [ -z "$GO" ]; then
+  GO=$(command -v go || true)
+  if [ -z "$GO" ] && [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go; fi
+fi
+if [ -z "$GO" ]; then
+  die "the Go toolchain (1.24 or newer) is needed: none on PATH nor at /usr/local/go/bin/go"
+fi
+"$GO" version >/dev/null || die "GO=$GO does not run"
 
 mkdir -p "$dir"
 # One build at a time per cache (two test sessions may ask at once).
