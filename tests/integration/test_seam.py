@@ -18,6 +18,7 @@ import pytest
 from zkop.api import Application, ZookeeperCluster, parse_object
 from zkop.controllers.application import controller as app_controller
 from zkop.controllers.zookeepercluster import controller as zkc_controller
+from zkop.coord.coordination import Coordination
 from zkop.discovery import registry
 from zkop.platform.base import (
     AppRef,
@@ -393,7 +394,8 @@ async def test_the_application_controller_runs_on_an_in_memory_platform(
     root = store.root
     ctrl = app_controller.controller(None, sim, root)
     reconciler = ctrl.reconciler
-    ctx = Context(store, epoch=None, identity="seam-test")
+    coordination = Coordination(store.client, root, tuple(store.acl or ()))
+    ctx = Context(store, epoch=None, identity="seam-test", coordination=coordination)
     ref = AppRef("default", "web")
     request = Request("default", "web")
 

@@ -16,6 +16,7 @@ from zkop.errors import Fenced
 from zkop.store import Conflict, NotFound
 from zkop.store.kube import EPOCH_ANNOTATION, KubeStore
 from zkop.store.watch import WatchEvent
+from zkop.store.znodes import Fence
 from zkop.testing.kube import ControlPlane
 
 pytestmark = pytest.mark.kubernetes
@@ -172,12 +173,12 @@ async def test_a_newer_term_is_never_overwritten_by_an_older_one(store: KubeStor
     async def current() -> None:
         return None
 
-    new_term = store.fenced(7, current)
+    new_term = store.fenced(Fence(epoch=7), current)
     obj = await new_term.create(zkc(kube_namespace))
     assert obj.metadata.annotations[EPOCH_ANNOTATION] == "7"
 
     # An older term (a deposed leader that still passes its own check) cannot write over it...
-    old_term = store.fenced(6, current)
+    old_term = store.fenced(Fence(epoch=6), current)
     fresh = await old_term.get("zkc", kube_namespace, "zk")
     with pytest.raises(Fenced):
         await old_term.update(fresh.model_copy(update={"spec": fresh.spec.model_copy(update={"replicas": 1})}))
@@ -190,14 +191,14 @@ async def test_a_newer_term_is_never_overwritten_by_an_older_one(store: KubeStor
     async def deposed() -> None:
         raise Fenced("term over")
 
-    gone = store.fenced(8, deposed)
+    gone = store.fenced(Fence(epoch=8), deposed)
     with pytest.raises(Fenced):
         await gone.create(zkc(kube_namespace, "never"))
     with pytest.raises(NotFound):
         await store.get("zkc", kube_namespace, "never")
 
     # A status write stamps the term on the object first (status writes carry no metadata).
-    later = store.fenced(9, current)
+    later = store.fenced(Fence(epoch=9), current)
     status_only = await later.update_status(fresh)
     assert status_only.metadata.annotations[EPOCH_ANNOTATION] == "9"
     with pytest.raises(Fenced):

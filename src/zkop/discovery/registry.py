@@ -55,6 +55,7 @@ differs from its name) or that cannot be read (NoAuth) is skipped, never fatal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
@@ -69,7 +70,7 @@ from kazoo.security import ACL, Id, Permissions, make_acl, make_digest_acl
 
 from zkop.client.bridge import Op, TransactionFailed, ZkClient
 from zkop.discovery.instances import Instance
-from zkop.errors import ZkopError
+from zkop.errors import Fenced, ZkopError
 
 __all__ = [
     "AUTH_ENV",
@@ -91,6 +92,7 @@ __all__ = [
     "parse_service",
     "publish_endpoint",
     "read_loads",
+    "remove_service",
     "report_load",
     "revoke_service",
     "service_identity",
@@ -558,11 +560,29 @@ async def revoke_service(client: ZkClient, root: str, namespace: str, app: str, 
 # ---- endpoints (the operator's side) ------------------------------------------------
 
 
+async def _fenced(client: ZkClient, fence: Sequence[Op], ops: Sequence[Op]) -> None:
+    """One transaction of ``ops`` after the term's ``fence`` checks (Fenced when it is over)."""
+    try:
+        await client.commit([*fence, *ops])
+    except TransactionFailed as exc:
+        if exc.failed_op is not None and exc.failed_op in fence:
+            raise Fenced("registry write refused: leadership check failed", hint="no longer the leader") from None
+        raise
+
+
 async def publish_endpoint(
-    client: ZkClient, root: str, namespace: str, app: str, instance: Instance, acl: Sequence[Any]
+    client: ZkClient,
+    root: str,
+    namespace: str,
+    app: str,
+    instance: Instance,
+    acl: Sequence[Any],
+    *,
+    fence: Sequence[Op] = (),
 ) -> bool:
     """Write (or refresh) an endpoint the operator manages: a persistent znode with ``acl``
-    (the operator identity's) plus world READ. Returns whether anything changed.
+    (the operator identity's) plus world READ. Returns whether anything changed. Every write
+    checks ``fence`` (the operator's leadership term) in the same transaction.
 
     Two round trips when the service's folders exist; they are created when missing.
     """
@@ -570,29 +590,53 @@ async def publish_endpoint(
     raw = encode(instance)
     for _ in range(3):
         found = await _get(client, path)
-        if found is not None:
-            current, stat = found
-            if decode(current, instance.id) == instance:
-                return False
-            try:
-                await client.set(path, raw, stat.version)
-            except (NoNodeError, BadVersionError):
-                continue  # withdrawn or changed meanwhile: look again
-            return True
         try:
-            await client.create(path, raw, acl=[*acl, WORLD_READ])
-        except NodeExistsError:
-            continue
-        except NoNodeError:
-            await ensure_service(client, root, namespace, app, acl)
-            continue
+            if found is not None:
+                current, stat = found
+                if decode(current, instance.id) == instance:
+                    return False
+                await _fenced(client, fence, [Op.set(path, raw, stat.version)])
+            else:
+                await _fenced(client, fence, [Op.create(path, raw, acl=[*acl, WORLD_READ])])
+        except TransactionFailed as exc:
+            if isinstance(exc.error, NoNodeError) and found is None:
+                await ensure_service(client, root, namespace, app, acl)
+            continue  # withdrawn, changed or made meanwhile: look again
         return True
     raise ZkopError(f"endpoint {path} keeps changing under us", hint="is another operator writing it?")
 
 
-async def withdraw_endpoint(client: ZkClient, root: str, namespace: str, app: str, instance_id: str) -> bool:
-    """Remove an endpoint; False when it was not there."""
-    return await _delete(client, f"{endpoints_path(root, namespace, app)}/{instance_id}")
+async def withdraw_endpoint(
+    client: ZkClient, root: str, namespace: str, app: str, instance_id: str, *, fence: Sequence[Op] = ()
+) -> bool:
+    """Remove an endpoint; False when it was not there. Checks ``fence`` in the same transaction."""
+    try:
+        await _fenced(client, fence, [Op.delete(f"{endpoints_path(root, namespace, app)}/{instance_id}")])
+    except TransactionFailed as exc:
+        if isinstance(exc.error, NoNodeError):
+            return False
+        raise
+    return True
+
+
+async def remove_service(client: ZkClient, root: str, namespace: str, app: str, *, fence: Sequence[Op] = ()) -> bool:
+    """Remove a service's folders with the loads its stopped instances left, and then its
+    identity. Left in place (False) while anything else is registered there."""
+    load = load_path(root, namespace, app)
+    stale = await _children(client, load) or []
+    ops = [Op.delete(f"{load}/{n}") for n in stale]
+    ops += [
+        Op.delete(endpoints_path(root, namespace, app)),
+        Op.delete(load),
+        Op.delete(service_path(root, namespace, app)),
+    ]
+    with contextlib.suppress(TransactionFailed):  # gone already, or someone else registered meanwhile
+        await _fenced(client, fence, ops)
+    if await client.exists(service_path(root, namespace, app)) is not None:
+        return False
+    with contextlib.suppress(TransactionFailed):  # never made, or removed already
+        await _fenced(client, fence, [Op.delete(credentials_path(root, namespace, app))])
+    return True
 
 
 async def list_endpoints(client: ZkClient, root: str, namespace: str, app: str) -> list[Instance]:

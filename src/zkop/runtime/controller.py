@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from zkop.api import Condition, Resource
+from zkop.coord.coordination import Coordination
 from zkop.runtime.informer import Informer
 from zkop.runtime.metrics import ManagerMetrics, QueueMetrics
 from zkop.runtime.ratelimit import default_controller_rate_limiter
 from zkop.runtime.result import Request, Result
 from zkop.runtime.workqueue import ShutDown, WorkQueue
-from zkop.store import Fenced, NotFound, Store
+from zkop.store import Fenced, NotFound
+from zkop.store.base import ResourceStore
 from zkop.store.store import now
 
 log = logging.getLogger("zkop.controller")
@@ -25,12 +27,15 @@ log = logging.getLogger("zkop.controller")
 
 @dataclass
 class Context:
-    """What a reconcile may use. ``store`` is fenced with the current term's epoch."""
+    """What a reconcile may use. ``store`` (the desired state) and ``coordination`` (the
+    ZooKeeper of the election and the registry; the store's own one on the local platform) are
+    fenced with the current term's epoch."""
 
-    store: Store
+    store: ResourceStore
     epoch: int | None
     identity: str
     on_fenced: Callable[[], None] = lambda: None
+    coordination: Coordination | None = None
 
     async def event(self, obj: Resource, type_: str, reason: str, message: str) -> None:
         with contextlib.suppress(Exception):

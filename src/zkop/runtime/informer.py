@@ -13,7 +13,8 @@ import logging
 from collections.abc import Callable
 
 from zkop.api import Resource
-from zkop.store import Store, WatchEvent
+from zkop.store import WatchEvent
+from zkop.store.base import ResourceStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ Handler = Callable[[str, Resource | None, Resource | None], None]
 class Informer:
     def __init__(
         self,
-        store: Store,
+        store: ResourceStore,
         kind: str,
         *,
         namespace: str | None = None,

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from zkop.api import resolve_kind
 from zkop.client.bridge import ZkClient
 from zkop.client.connect import Connection
+from zkop.coord.coordination import Coordination
 from zkop.coord.election import LeaderElection, default_identity
 from zkop.errors import Fenced
 from zkop.platform.base import PlatformEvents
@@ -27,6 +28,7 @@ from zkop.runtime.controller import Context, Controller
 from zkop.runtime.http import HealthServer
 from zkop.runtime.metrics import ManagerMetrics
 from zkop.store import Fence, Store
+from zkop.store.base import ResourceStore
 
 log = logging.getLogger("zkop.manager")
 
@@ -39,6 +41,10 @@ class FencedPlatform(Protocol):
     def claim(self, epoch: int) -> None:
         """Record ``epoch`` as the newest; older epochs are refused from now on (``Fenced``,
         also for ``epoch`` itself when a newer one was seen)."""
+
+
+# Builds the store of desired state on the coordination session (the Kubernetes store: the API).
+StoreFactory = Callable[[ZkClient], Awaitable[ResourceStore]]
 
 
 class Runnable(Protocol):
@@ -67,8 +73,10 @@ class Manager:
         controllers: Sequence[Controller] = (),
         platforms: Sequence[FencedPlatform] = (),
         runnables: Sequence[Runnable] = (),
+        store: StoreFactory | None = None,
     ) -> None:
         self.connection = connection
+        self.store_factory = store
         self.options = options or ManagerOptions()
         self.identity = self.options.identity or default_identity()
         self.controllers = list(controllers)
@@ -126,12 +134,17 @@ class Manager:
                 port=self.options.metrics_port,
             )
             await self.health.start()
-        store = Store(self.client, root=self.connection.root, acl=self.connection.acl())
+        coordination = Coordination(self.client, self.connection.root, tuple(self.connection.acl()))
+        store: ResourceStore
+        if self.store_factory is not None:
+            store = await self.store_factory(self.client)
+        else:
+            store = Store(self.client, root=self.connection.root, acl=self.connection.acl())
         self.started.set()
         try:
             if not self.options.leader_elect:
                 log.info("running without leader election", extra={"manager": name})
-                self._start_controllers(Context(store, None, self.identity))
+                self._start_controllers(Context(store, None, self.identity, coordination=coordination))
                 await self.stopping.wait()
                 return
             self.election = LeaderElection(
@@ -153,11 +166,11 @@ class Manager:
                         await campaign
                     break
                 term = campaign.result()
-                await self._lead(store, term.epoch)
+                await self._lead(store, coordination, term.epoch)
         finally:
             await self._shutdown()
 
-    async def _lead(self, store: Store, epoch: int) -> None:
+    async def _lead(self, store: ResourceStore, coordination: Coordination, epoch: int) -> None:
         assert self.election is not None
         m, name = self.metrics, self.options.name
         try:
@@ -178,11 +191,13 @@ class Manager:
         m.epoch.labels(name).set(epoch)
         m.leader_transitions.labels(name).inc()
         log.info("became leader", extra={"manager": name, "epoch": epoch, "identity": self.identity})
+        fence = self.election.fence()
         ctx = Context(
-            store.fenced(Fence(self.election.fence())),
+            store.fenced(Fence(fence, epoch)),
             epoch,
             self.identity,
             on_fenced=self._fenced.set,
+            coordination=coordination.fenced(fence),
         )
         self._fenced.clear()
         hold = asyncio.create_task(self.election.hold())

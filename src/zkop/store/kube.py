@@ -39,6 +39,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from zkop.api import Resource, ResourceValidationError, check_update, parse_object, resolve_kind, to_dict
 from zkop.api.registry import KindInfo
+from zkop.client.bridge import TransactionFailed, ZkClient
 from zkop.errors import Fenced
 from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, NotFound, StoreError
 from zkop.store.events import EventRecord
@@ -46,6 +47,7 @@ from zkop.store.modify import modify
 from zkop.store.selector import Selector, parse_selector
 from zkop.store.store import ListResult
 from zkop.store.watch import WatchEvent
+from zkop.store.znodes import Fence
 
 log = logging.getLogger("zkop.store.kube")
 
@@ -93,9 +95,11 @@ class KubeStore:
         *,
         epoch: int | None = None,
         term_check: TermCheck | None = None,
+        coordination: ZkClient | None = None,
         source: str = "zkop",
     ) -> None:
         self.api = api
+        self.coordination = coordination
         self.custom = k8s.CustomObjectsApi(api)
         self.events_api = k8s.EventsV1Api(api)
         self.epoch = epoch
@@ -105,10 +109,18 @@ class KubeStore:
         self._extras: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._stamped: set[tuple[str, str, str]] = set()  # objects stamped with this term's epoch
 
-    def fenced(self, epoch: int, term_check: TermCheck) -> KubeStore:
-        """The same store for one leadership term: every write checks the term first and
-        carries its epoch."""
-        return KubeStore(self.api, epoch=epoch, term_check=term_check, source=self.source)
+    def fenced(self, fence: Fence, term_check: TermCheck | None = None) -> KubeStore:
+        """The same store for one leadership term: every write checks the term first (with
+        ``term_check``, else the fence's check operations in ZooKeeper) and carries its epoch."""
+        check = term_check
+        if check is None and fence.ops and self.coordination is not None:
+            check = _zk_check(self.coordination, fence)
+        return KubeStore(
+            self.api, epoch=fence.epoch, term_check=check, coordination=self.coordination, source=self.source
+        )
+
+    async def get_fresh(self, kind: str, namespace: str, name: str) -> Resource:
+        return await self.get(kind, namespace, name)  # the API server reads from etcd's quorum
 
     # ---- conversion ------------------------------------------------------------------
 
@@ -501,6 +513,16 @@ class KubeStore:
             )
         out.sort(key=lambda r: r.last_timestamp)
         return out
+
+
+def _zk_check(client: ZkClient, fence: Fence) -> TermCheck:
+    async def check() -> None:
+        try:
+            await client.commit(list(fence.ops))
+        except TransactionFailed:
+            raise Fenced("the leadership term is over", hint="this operator replica is no longer the leader") from None
+
+    return check
 
 
 def _message(exc: ApiException) -> str:

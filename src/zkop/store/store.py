@@ -78,6 +78,12 @@ class Store(Events):
             raise
         return await self.get(info.kind, new.namespace, new.name)
 
+    async def get_fresh(self, kind: str, namespace: str, name: str) -> Resource:
+        """Sync the session's server with the leader first: a new session may sit on a follower
+        that has not yet seen a write acknowledged elsewhere."""
+        await self.client.sync(self.ns_path(resolve_kind(kind), namespace))
+        return await self.get(kind, namespace, name)
+
     async def get(self, kind: str, namespace: str, name: str) -> Resource:
         info = resolve_kind(kind)
         obj, _, _ = await self._read(info, namespace, name)

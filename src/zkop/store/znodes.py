@@ -27,9 +27,11 @@ from zkop.store.errors import Fenced, NotFound
 
 @dataclass(frozen=True)
 class Fence:
-    """Extra check operations that every write includes (the runtime's leadership epoch)."""
+    """A leadership term as a store sees it: the check operations every ZooKeeper write
+    includes, and the term's epoch (what the Kubernetes store stamps on objects)."""
 
     ops: tuple[Op, ...] = ()
+    epoch: int | None = None
 
 
 class Znodes:

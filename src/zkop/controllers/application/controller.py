@@ -40,13 +40,14 @@ from dataclasses import dataclass
 
 from kazoo.exceptions import NoNodeError
 
-from zkop.api import Application, Resource, ZookeeperCluster, resolve_kind
-from zkop.client.bridge import Op, TransactionFailed
+from zkop.api import Application, Resource, ZookeeperCluster
 from zkop.controllers.application import plan as P
 from zkop.controllers.application.autoscale import MetricSamples, Recommendations, ScaleDecision
 from zkop.controllers.application.status import status_for
+from zkop.coord.coordination import Coordination
 from zkop.discovery import registry
 from zkop.discovery.instances import Instance
+from zkop.errors import ZkopError
 from zkop.platform.base import (
     AppRef,
     InstanceObservation,
@@ -198,7 +199,7 @@ class ApplicationReconciler:
             ("ZK_HOSTS", zk_hosts),
             # Where instances report their load, and as whom: the service's identity, which may
             # write only in its own registry folders (never the operator's credentials).
-            ("ZKOP_REGISTRY_HOSTS", ctx.store.client.hosts),
+            ("ZKOP_REGISTRY_HOSTS", _coord(ctx).client.hosts),
             ("ZKOP_REGISTRY_ROOT", self.root),
             (registry.AUTH_ENV, identity.credentials),
         ]
@@ -253,11 +254,10 @@ class ApplicationReconciler:
 
     @staticmethod
     async def _really_gone(ctx: Context, request: Request) -> bool:
-        """Asked again after a sync: a new session may sit on a follower that has not seen the
-        Application created yet, and its instances must not be stopped for that."""
-        await ctx.store.client.sync(ctx.store.ns_path(resolve_kind("Application"), request.namespace))
+        """Asked again with a fresh read: a new session may sit on a follower that has not seen
+        the Application created yet, and its instances must not be stopped for that."""
         try:
-            await ctx.store.get("Application", request.namespace, request.name)
+            await ctx.store.get_fresh("Application", request.namespace, request.name)
         except NotFound:
             return True
         return False
@@ -291,7 +291,7 @@ class ApplicationReconciler:
         samples: list[MetricSamples] = []
         for metric in auto.metrics:
             if metric.type == "load":
-                loads = await registry.read_loads(ctx.store.client, self.root, app.namespace, app.name)
+                loads = await registry.read_loads(_coord(ctx).client, self.root, app.namespace, app.name)
                 values = {o.name: loads[o.name] for o in ready if o.name in loads}
                 samples.append(MetricSamples(float(metric.target_value or 1.0), values, "load"))
             else:
@@ -313,43 +313,30 @@ class ApplicationReconciler:
     async def _endpoints(self, ctx: Context, ref: AppRef) -> set[str]:
         """The endpoints in the registry now (observed each time, never remembered)."""
         try:
-            return set(await ctx.store.client.get_children(registry.endpoints_path(self.root, ref.namespace, ref.name)))
+            path = registry.endpoints_path(self.root, ref.namespace, ref.name)
+            return set(await _coord(ctx).client.get_children(path))
         except NoNodeError:
             return set()
-
-    async def _commit(self, ctx: Context, ops: list[Op]) -> None:
-        fence = list(ctx.store.fence.ops)
-        try:
-            await ctx.store.client.commit([*fence, *ops])
-        except TransactionFailed as exc:
-            if exc.failed_op is not None and exc.failed_op in fence:
-                raise Fenced("registry write refused: leadership check failed", hint="no longer the leader") from None
-            raise
 
     async def _sync_endpoints(
         self, ctx: Context, app: Application, ready: list[InstanceObservation], present: set[str]
     ) -> None:
-        client = ctx.store.client
-        acl = list(ctx.store.acl or [])
+        coord = _coord(ctx)
         await self._ensure_service(ctx, app)
-        base = registry.endpoints_path(self.root, app.namespace, app.name)
         want = {
             o.name: Instance(o.name, o.host, o.port or 0, {"app": app.name, "namespace": app.namespace})
             for o in ready
             if o.port
         }
-        for inst_name, inst in want.items():
-            path = f"{base}/{inst_name}"
-            if inst_name not in present:
-                try:
-                    await self._commit(ctx, [Op.create(path, registry.encode(inst), acl=[*acl, registry.WORLD_READ])])
-                except TransactionFailed:
-                    self._ensured.pop(app.key, None)  # its folders may be gone: make them next time
-                continue
-            with contextlib.suppress(Exception):
-                raw, _ = await client.get(path)
-                if registry.decode(raw) != inst:  # e.g. its port was reallocated
-                    await self._commit(ctx, [Op.set(path, registry.encode(inst))])
+        for inst in want.values():
+            try:
+                await registry.publish_endpoint(
+                    coord.client, self.root, app.namespace, app.name, inst, coord.acl, fence=coord.fence
+                )
+            except ZkopError as exc:
+                if isinstance(exc, Fenced):
+                    raise
+                self._ensured.pop(app.key, None)  # its folders may be gone: make them next time
         # Everything else under the endpoints of an application zkop runs is stale.
         await self._withdraw(ctx, AppRef(app.namespace, app.name), present - set(want))
 
@@ -357,41 +344,32 @@ class ApplicationReconciler:
         """The service's registry folders (ACLs repaired) and identity, once per operator run."""
         identity = self._ensured.get(app.key)
         if identity is None:
-            acl = list(ctx.store.acl or [])
+            coord = _coord(ctx)
             if not self._registry_closed:
                 # Folders older versions left open, also of services zkop does not run.
-                for problem in await registry.close_open_folders(ctx.store.client, self.root, acl):
+                for problem in await registry.close_open_folders(coord.client, self.root, coord.acl):
                     log.warning("registry: %s", problem)
                 self._registry_closed = True
-            identity = await registry.ensure_service(ctx.store.client, self.root, app.namespace, app.name, acl)
+            identity = await registry.ensure_service(coord.client, self.root, app.namespace, app.name, coord.acl)
             self._ensured[app.key] = identity
         return identity
 
     async def _withdraw(self, ctx: Context, ref: AppRef, names: set[str]) -> None:
-        base = registry.endpoints_path(self.root, ref.namespace, ref.name)
+        coord = _coord(ctx)
         for n in sorted(names):
-            with contextlib.suppress(TransactionFailed):
-                await self._commit(ctx, [Op.delete(f"{base}/{n}")])
+            await registry.withdraw_endpoint(coord.client, self.root, ref.namespace, ref.name, n, fence=coord.fence)
 
     async def _remove_service(self, ctx: Context, ref: AppRef) -> None:
-        """The service's registry folders go with the application, with the loads its stopped
-        instances reported, and then its registry identity. Left in place while anything else
-        is registered there."""
-        client = ctx.store.client
-        namespace, app = ref.namespace, ref.name
-        load = registry.load_path(self.root, namespace, app)
-        try:
-            stale = await client.get_children(load)
-        except NoNodeError:
-            stale = []
-        ops = [Op.delete(f"{load}/{n}") for n in stale]
-        ops += [Op.delete(registry.endpoints_path(self.root, namespace, app)), Op.delete(load)]
-        ops.append(Op.delete(registry.service_path(self.root, namespace, app)))
-        with contextlib.suppress(TransactionFailed):  # gone already, or someone else registered
-            await self._commit(ctx, ops)
-        if await client.exists(registry.service_path(self.root, namespace, app)) is None:
-            with contextlib.suppress(TransactionFailed):  # never made, or removed already
-                await self._commit(ctx, [Op.delete(registry.credentials_path(self.root, namespace, app))])
+        """The service's registry folders and identity go with the application (kept while
+        anything else is registered there)."""
+        coord = _coord(ctx)
+        await registry.remove_service(coord.client, self.root, ref.namespace, ref.name, fence=coord.fence)
+
+
+def _coord(ctx: Context) -> Coordination:
+    if ctx.coordination is None:
+        raise ZkopError("the Application controller needs the coordination ZooKeeper (the registry)")
+    return ctx.coordination
 
 
 def controller(

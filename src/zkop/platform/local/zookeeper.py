@@ -210,4 +210,3 @@ class LocalZookeeperPlatform:
             return await asyncio.to_thread(ens.super_password)
         except OSError as exc:
             raise ZkopError(f"cluster {cluster.key} has no super-user password: {exc}") from None
-
