@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,17 @@ import typer
 
 from zkop.cli import connection
 from zkop.cli.output import Output, console, emit, table
-from zkop.cli.session import zk_option
+from zkop.cli.session import root_option, zk_option
 from zkop.client import connect
+from zkop.client.bridge import ZkClient
 from zkop.coord.election import read_leader
 from zkop.errors import ZkopError
 from zkop.platform.local import statedir
 from zkop.platform.local.ensemble import LocalEnsemble
 from zkop.platform.local.process import ProcessUnit
 from zkop.runtime import logs
-from zkop.runtime.manager import Manager, ManagerOptions
+from zkop.runtime.manager import Manager, ManagerOptions, StoreFactory
+from zkop.store.base import ResourceStore
 
 app = typer.Typer(help="Run or inspect the operator.", no_args_is_help=True)
 
@@ -49,16 +52,28 @@ def load_config(path: Path | None) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class KubeTarget:
+    """Desired state in the Kubernetes API (custom resources) instead of ZooKeeper."""
+
+    kubeconfig: str | None
+    context: str | None
+
+
 def build_manager(
-    conn: connect.Connection, state_dir: Path, cfg: dict[str, Any], identity: str | None, metrics_port: int | None
+    conn: connect.Connection,
+    state_dir: Path,
+    cfg: dict[str, Any],
+    identity: str | None,
+    metrics_port: int | None,
+    *,
+    kube: KubeTarget | None = None,
+    platform_name: str = "local",
 ) -> Manager:
     """The composition root: which store and which platforms the controllers run on."""
     from zkop.controllers import operatorconfig
     from zkop.controllers.application import controller as application
     from zkop.controllers.zookeepercluster import controller as zookeepercluster
-    from zkop.platform.local.applications import LocalInstancePlatform
-    from zkop.platform.local.platform import LocalPlatform
-    from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 
     namespace = cfg["target_namespace"] or None
     options = ManagerOptions(
@@ -69,14 +84,37 @@ def build_manager(
         metrics_port=metrics_port,
         identity=identity,
     )
-    platform = LocalPlatform(state_dir, MANAGER_NAME)
-    instances = LocalInstancePlatform(state_dir, platform.fence)
-    controllers = [
-        operatorconfig.controller(namespace),
-        zookeepercluster.controller(namespace, LocalZookeeperPlatform(state_dir, platform.fence)),
-        application.controller(namespace, instances, conn.root),
-    ]
-    return Manager(conn, options, controllers=controllers, platforms=[platform], runnables=[instances])
+    store: StoreFactory | None = None
+    if kube is not None:
+        store = kube_store_factory(kube, identity or MANAGER_NAME)
+    controllers = [operatorconfig.controller(namespace)]
+    if platform_name == "local":
+        from zkop.platform.local.applications import LocalInstancePlatform
+        from zkop.platform.local.platform import LocalPlatform
+        from zkop.platform.local.zookeeper import LocalZookeeperPlatform
+
+        platform = LocalPlatform(state_dir, MANAGER_NAME)
+        instances = LocalInstancePlatform(state_dir, platform.fence)
+        controllers += [
+            zookeepercluster.controller(namespace, LocalZookeeperPlatform(state_dir, platform.fence)),
+            application.controller(namespace, instances, conn.root),
+        ]
+        return Manager(conn, options, controllers=controllers, platforms=[platform], runnables=[instances], store=store)
+    raise ZkopError(
+        f"--platform {platform_name}: the ZookeeperCluster and Application controllers have no such platform yet",
+        hint="use --platform local (desired state may still live in Kubernetes)",
+    )
+
+
+def kube_store_factory(kube: KubeTarget, source: str) -> StoreFactory:
+    async def factory(client: ZkClient) -> ResourceStore:
+        from zkop.client.kube import api_client
+        from zkop.store.kube import KubeStore
+
+        api = await api_client(kube.kubeconfig, kube.context)
+        return KubeStore(api, coordination=client, source=source)
+
+    return factory
 
 
 @app.command("run")
@@ -84,22 +122,41 @@ def run_cmd(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="An OperatorConfig YAML file."),
     zk: str | None = zk_option(),
+    root: str | None = root_option(),
     identity: str | None = typer.Option(None, "--identity", help="This replica's name (default host:pid)."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Port for /metrics, /healthz, /readyz (0: any)."),
     log_level: str = typer.Option("INFO", "--log-level"),
+    kubeconfig: str | None = typer.Option(
+        None,
+        "--kubeconfig",
+        envvar="ZKOP_KUBECONFIG",
+        help="Keep desired state in this Kubernetes API (custom resources); 'in-cluster' inside a Pod.",
+    ),
+    context: str | None = typer.Option(None, "--context", help="The kubeconfig context to use."),
+    platform_name: str = typer.Option(
+        "local", "--platform", help="Where members and instances run: local (processes on this machine)."
+    ),
 ) -> None:
-    """Run an operator replica in the foreground (SIGTERM hands leadership over at once)."""
+    """Run an operator replica in the foreground (SIGTERM hands leadership over at once).
+
+    Coordination (the election and its fencing epoch, member ids, the registry) is always in
+    ZooKeeper (--zk); desired state is there too unless --kubeconfig names a Kubernetes API."""
     logs.setup(log_level.upper())
     state_dir = ctx.obj.state_dir
     cfg = load_config(config)
-    conn = connection.resolve(zk, state_dir)
+    conn = connection.resolve(zk, state_dir, root)
+    kube = None
+    if kubeconfig is not None or context is not None:
+        kube = KubeTarget(None if kubeconfig in (None, "in-cluster") else kubeconfig, context)
+    if platform_name not in ("local", "kubernetes"):
+        raise ZkopError(f"--platform {platform_name!r} is not known", hint="use local or kubernetes")
 
     # On a local control plane each replica is also a keeper in waiting (one acts, by a lock):
     # the control plane heals as long as any replica or the keeper process lives.
     local_control_plane = zk is None and LocalEnsemble(state_dir, statedir.CONTROL_PLANE).exists()
 
     async def main() -> None:
-        manager = build_manager(conn, state_dir, cfg, identity, metrics_port)
+        manager = build_manager(conn, state_dir, cfg, identity, metrics_port, kube=kube, platform_name=platform_name)
         stop = asyncio.Event()
 
         def on_signal() -> None:

@@ -199,7 +199,11 @@ class Controller:
             except asyncio.CancelledError:
                 queue.done(request)
                 raise
-            except Fenced:
+            except Fenced as exc:
+                log.warning(
+                    "fenced: an action of this term was refused",
+                    extra={"controller": self.name, "key": request.key, "epoch": ctx.epoch, "error": str(exc)},
+                )
                 metrics.fencing_rejections.labels(ctx.identity).inc()
                 metrics.reconcile_total.labels(self.name, "fenced").inc()
                 queue.done(request)

@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -41,7 +42,7 @@ from zkop.api import Resource, ResourceValidationError, check_update, parse_obje
 from zkop.api.registry import KindInfo
 from zkop.client.bridge import TransactionFailed, ZkClient
 from zkop.errors import Fenced
-from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, NotFound, StoreError
+from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, Forbidden, NotFound, StoreError
 from zkop.store.events import EventRecord
 from zkop.store.modify import modify
 from zkop.store.selector import Selector, parse_selector
@@ -163,6 +164,13 @@ class KubeStore:
             return Conflict(f"{what} was changed by someone else", hint="read it again and retry")
         if exc.status == 422:
             return StoreError(f"{what} was refused by the API server: {_message(exc)}")
+        if exc.status == 403:
+            return forbidden(exc)
+        if exc.status == 401:
+            return Forbidden(
+                "unauthorized: the API server did not accept the credentials",
+                hint="check the kubeconfig's user, or renew its token",
+            )
         return StoreError(f"{what}: the API server answered {exc.status} {_message(exc)}")
 
     async def _check_term(self, current: Mapping[str, Any] | None, what: str) -> None:
@@ -377,7 +385,11 @@ class KubeStore:
                     key = f"{meta.get('namespace')}/{meta.get('name')}"
                     if kind == "DELETED":
                         known.pop(key, None)
-                        yield WatchEvent("DELETED", key)
+                        last: Resource | None = None
+                        with contextlib.suppress(CorruptObject):
+                            last = self._decode(info, obj)  # its last state, as the ZooKeeper store gives
+                        self._extras.pop((info.plural, str(meta.get("namespace", "")), str(meta.get("name", ""))), None)
+                        yield WatchEvent("DELETED", key, last)
                         continue
                     try:
                         decoded = self._decode(info, obj)
@@ -521,8 +533,18 @@ def _zk_check(client: ZkClient, fence: Fence) -> TermCheck:
             await client.commit(list(fence.ops))
         except TransactionFailed:
             raise Fenced("the leadership term is over", hint="this operator replica is no longer the leader") from None
+        except Exception as exc:  # the session is gone or unreachable: the term cannot be confirmed
+            raise Fenced(f"the leadership term cannot be confirmed ({type(exc).__name__})") from None
 
     return check
+
+
+def forbidden(exc: ApiException) -> Forbidden:
+    """A 403 as one line: who may not do what (``forbidden: User "..." cannot create resource ...``)."""
+    message = re.sub(r"^.*? is forbidden: ", "", _message(exc))
+    if "being terminated" in message:  # not RBAC: the namespace is going away
+        return Forbidden(f"forbidden: {message}")
+    return Forbidden(f"forbidden: {message}", hint="check the ServiceAccount's RBAC")
 
 
 def _message(exc: ApiException) -> str:
