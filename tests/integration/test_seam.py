@@ -149,14 +149,14 @@ class SimEnsemble:
 
     async def reconfig(
         self,
-        via: MemberAddress,
+        via: str,
         password: str,
         *,
         joining: MemberAddress | None,
         leaving: int | None,
         from_config: int,
     ) -> None:
-        assert password == "secret" and self.quorum() and via.id in self.config
+        assert password == "secret" and self.quorum() and int(via.split("-")[1].split(":")[0]) in self.config
         assert from_config == self.version, "reconfig from the configuration observed"
         if joining is not None:
             self.config = sorted({*self.config, joining.id})

@@ -115,6 +115,14 @@ class MemberObservation:
     started_at: float | None = None
     config_hash: str | None = None
     last_exit: LastExit | None = None
+    # Where the operator reaches the client port now (a Pod's IP), when not at ``address``
+    # (the stable name members and clients use).
+    reach: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """host:port of the client port as the operator reaches it now."""
+        return self.reach or self.address.client_endpoint
 
     @property
     def role(self) -> str:

@@ -57,7 +57,8 @@ async def committed_config(obs: ClusterObservation) -> tuple[tuple[MemberAddress
     outside the configuration would be stopped), else what the members keep on disk."""
     for m in sorted(obs.members, key=lambda m: (m.state.mode != "leader", m.id)):
         if m.ready:
-            conf = await fourlw.conf(m.address.host, m.address.client_port, timeout=1.0)
+            host, _, port = m.endpoint.rpartition(":")
+            conf = await fourlw.conf(host, int(port), timeout=1.0)
             if conf.reachable and conf.members:
                 return tuple(conf.members), conf.config_version
     return obs.stored_membership, obs.stored_config_version
@@ -70,13 +71,15 @@ class EnsembleAdmin(Protocol):
 
     async def reconfig(
         self,
-        via: MemberAddress,
+        via: str,
         password: str,
         *,
         joining: MemberAddress | None,
         leaving: int | None,
         from_config: int,
-    ) -> None: ...
+    ) -> None:
+        """``via``: host:port of a member's client port that stays."""
+        ...
 
 
 class ZooKeeperAdmin:
@@ -88,14 +91,14 @@ class ZooKeeperAdmin:
 
     async def reconfig(
         self,
-        via: MemberAddress,
+        via: str,
         password: str,
         *,
         joining: MemberAddress | None,
         leaving: int | None,
         from_config: int,
     ) -> None:
-        client = ZkClient(via.client_endpoint, auth_data=[auth.super_auth(password)], session_timeout=10)
+        client = ZkClient(via, auth_data=[auth.super_auth(password)], session_timeout=10)
         await client.start(timeout=10)
         try:
             if joining is not None:
@@ -236,7 +239,7 @@ class EnsembleDriver:
             raise TimeoutError("no serving member to reconfigure through")
         password = await self.platform.super_password(cluster)
         await self.admin.reconfig(
-            via[0].address, password, joining=joining, leaving=leaving, from_config=look.config_version or -1
+            via[0].endpoint, password, joining=joining, leaving=leaving, from_config=look.config_version or -1
         )
 
 

@@ -1,0 +1,1 @@
+"""Kubernetes: the platform contract over the API (Pods, PVCs, Services)."""

@@ -1,0 +1,371 @@
+"""ZooKeeper ensembles as Pods (the :class:`~zkop.platform.base.ZookeeperPlatform` contract on
+Kubernetes). The manifests are in :mod:`.members`; this module creates, deletes and observes
+them through the API, and reaches members by their Pod IPs for the four-letter words.
+
+- **Ids only grow.** The next member id is a counter in the coordination ZooKeeper
+  (``<root>/clusters/<namespace>/<name>/next-id``), not derived from what exists, so a member
+  removed with its volume never gives its id to another.
+- **Volumes.** A member whose PVC is gone (or lost) has no data: the planner replaces it with
+  a new id. ``remove_member`` deletes the PVC (``purge_data``) or keeps it labelled
+  ``zkop.io/removed=true``; a removed PVC is never attached to a new id (new ids get new
+  claims).
+- **Fencing.** Every action first checks that no newer leadership term has begun (the epoch
+  znode of the election in the coordination ZooKeeper) and stamps the term's epoch on what it
+  creates; a deposed leader's action is refused with :class:`Fenced`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.rest import ApiException
+
+from zkop.client.bridge import ZkClient
+from zkop.errors import Fenced, ZkopError
+from zkop.platform.base import (
+    ClusterObservation,
+    ClusterRef,
+    LastExit,
+    MemberObservation,
+    MemberTemplate,
+)
+from zkop.platform.kubernetes import members as M
+from zkop.zk import auth, fourlw
+from zkop.zk.config import MemberAddress
+
+STOP_TIMEOUT = 60.0  # seconds to wait for a Pod to be gone after its deletion
+
+
+class KubernetesError(ZkopError):
+    pass
+
+
+def _api_error(exc: ApiException, what: str) -> KubernetesError:
+    hint = "check the operator's RBAC (the Helm chart's ClusterRole)" if exc.status == 403 else None
+    return KubernetesError(f"{what}: the API server answered {exc.status} {exc.reason}", hint=hint)
+
+
+class KubernetesZookeeperPlatform:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        coordination: ZkClient | Callable[[], Awaitable[ZkClient]],
+        *,
+        root: str = "/zkop",
+        epoch_path: str | None = None,
+        acl: Sequence[Any] = (),
+        domain: str = M.DOMAIN,
+    ) -> None:
+        self.core = k8s.CoreV1Api(api)
+        self.policy = k8s.PolicyV1Api(api)
+        self._coordination = coordination
+        self.root = root.rstrip("/")
+        self.epoch_path = epoch_path
+        self.acl = list(acl)
+        self.domain = domain
+
+    async def _zk(self) -> ZkClient:
+        """The coordination session (given, or opened on first use by the caller's factory)."""
+        if isinstance(self._coordination, ZkClient):
+            return self._coordination
+        self._coordination = await self._coordination()
+        return self._coordination
+
+    # ---- fencing ------------------------------------------------------------------------
+
+    def claim(self, epoch: int) -> None:
+        """Nothing to record: the newest epoch is the election's own znode."""
+
+    async def _check(self, epoch: int | None) -> None:
+        if epoch is None or self.epoch_path is None:
+            return
+        try:
+            stat = await (await self._zk()).exists(self.epoch_path)
+        except Exception as exc:
+            raise Fenced(f"the leadership term cannot be confirmed ({type(exc).__name__})") from None
+        if stat is not None and stat.version > epoch:
+            raise Fenced(
+                f"action refused: epoch {epoch} is older than epoch {stat.version} already begun",
+                hint="this operator replica is no longer the leader",
+            )
+
+    # ---- ids ----------------------------------------------------------------------------
+
+    def _counter(self, cluster: ClusterRef) -> str:
+        return f"{self.root}/clusters/{cluster.namespace}/{cluster.name}/next-id"
+
+    async def _next_id(self, cluster: ClusterRef) -> tuple[int, int]:
+        """The next id never handed out, and the counter znode's version (-1: none yet)."""
+        try:
+            raw, stat = await (await self._zk()).get(self._counter(cluster))
+            return int(raw.decode() or "1"), stat.version
+        except NoNodeError:
+            return 1, -1
+
+    async def _advance(self, cluster: ClusterRef, member_id: int) -> None:
+        """Make ``next-id`` exceed ``member_id`` (compare-and-set; ids only grow)."""
+        path = self._counter(cluster)
+        for _ in range(10):
+            current, version = await self._next_id(cluster)
+            if current > member_id:
+                return
+            data = str(member_id + 1).encode()
+            try:
+                zk = await self._zk()
+                if version < 0:
+                    await zk.ensure_path(path.rsplit("/", 1)[0], acl=self.acl or None)
+                    await zk.create(path, data, acl=self.acl or None)
+                else:
+                    await zk.set(path, data, version)
+                return
+            except (NodeExistsError, BadVersionError):
+                continue
+        raise KubernetesError(f"the member-id counter of {cluster.key} keeps changing")
+
+    # ---- observation ------------------------------------------------------------------
+
+    async def observe(self, cluster: ClusterRef) -> ClusterObservation | None:
+        ns = cluster.namespace
+        try:
+            pods, claims = await asyncio.gather(
+                self.core.list_namespaced_pod(ns, label_selector=M.selector(cluster)),
+                self.core.list_namespaced_persistent_volume_claim(ns, label_selector=M.selector(cluster)),
+            )
+        except ApiException as exc:
+            raise _api_error(exc, f"observing {cluster.key}") from None
+        next_id, _ = await self._next_id(cluster)
+        by_pod = {_member_id(p.metadata.labels): p for p in pods.items}
+        by_claim = {
+            _member_id(c.metadata.labels): c
+            for c in claims.items
+            if (c.metadata.labels or {}).get(M.REMOVED_LABEL) != "true"
+        }
+        ids = sorted(i for i in {*by_pod, *by_claim} if i is not None)
+        if not ids and next_id == 1:
+            return None
+        observed = await asyncio.gather(*(self._member(cluster, i, by_pod.get(i), by_claim.get(i)) for i in ids))
+        return ClusterObservation(tuple(observed), max([next_id, *(i + 1 for i in ids)]))
+
+    async def _member(self, cluster: ClusterRef, member_id: int, pod: Any, claim: Any) -> MemberObservation:
+        address = M.address(cluster, member_id, self.domain)
+        status = pod.status if pod is not None else None
+        container = _container(status, "zookeeper")
+        terminating = pod is not None and pod.metadata.deletion_timestamp is not None
+        running = bool(container is not None and container.state and container.state.running and not terminating)
+        pod_ip = status.pod_ip if status is not None else None
+        state = fourlw.ServerState(address.client_endpoint, reachable=False, error="not running")
+        if running and pod_ip:
+            state = await fourlw.server_state(pod_ip, M.CLIENT_PORT, timeout=1.0)
+        unresponsive = running and not state.reachable and "timed out" in (state.error or "").lower()
+        last = container.last_state.terminated if container is not None and container.last_state else None
+        data_present = claim is not None and claim.metadata.deletion_timestamp is None and claim.status.phase != "Lost"
+        started = container.state.running.started_at if running else None
+        return MemberObservation(
+            id=member_id,
+            address=address,
+            running=running,
+            ready=running and state.serving,
+            unresponsive=unresponsive,
+            restarts=container.restart_count if container is not None else 0,
+            data_present=data_present,
+            state=state,
+            started_at=started.timestamp() if started is not None else None,
+            config_hash=(pod.metadata.annotations or {}).get(M.CONFIG_HASH) if pod is not None else None,
+            last_exit=LastExit(last.reason or "Error", last.exit_code) if last is not None else None,
+            reach=f"{pod_ip}:{M.CLIENT_PORT}" if pod_ip else None,
+        )
+
+    # ---- effects --------------------------------------------------------------------------
+
+    async def reserve_address(
+        self, cluster: ClusterRef, member_id: int, template: MemberTemplate, *, epoch: int | None
+    ) -> MemberAddress:
+        await self._check(epoch)
+        next_id, _ = await self._next_id(cluster)
+        if member_id < next_id and not await self._has_member(cluster, member_id):
+            raise KubernetesError(
+                f"member id {member_id} of {cluster.key} was handed out before (next id {next_id})",
+                hint="ids are never reused",
+            )
+        await self._advance(cluster, member_id)
+        return M.address(cluster, member_id, self.domain)
+
+    async def _has_member(self, cluster: ClusterRef, member_id: int) -> bool:
+        """Whether the member still has a Pod or a (not removed) claim."""
+        selector = f"{M.selector(cluster)},{M.MEMBER_LABEL}={member_id}"
+        try:
+            pods = await self.core.list_namespaced_pod(cluster.namespace, label_selector=selector)
+            claims = await self.core.list_namespaced_persistent_volume_claim(cluster.namespace, label_selector=selector)
+        except ApiException as exc:
+            raise _api_error(exc, f"reading member {member_id} of {cluster.key}") from None
+        kept = [c for c in claims.items if (c.metadata.labels or {}).get(M.REMOVED_LABEL) != "true"]
+        return bool(pods.items or kept)
+
+    async def _create(self, kind: str, body: dict[str, Any], namespace: str) -> None:
+        creators: dict[str, Callable[..., Awaitable[Any]]] = {
+            "Pod": self.core.create_namespaced_pod,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "Service": self.core.create_namespaced_service,
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Secret": self.core.create_namespaced_secret,
+            "PodDisruptionBudget": self.policy.create_namespaced_pod_disruption_budget,
+        }
+        try:
+            await creators[kind](namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _api_error(exc, f"creating {kind} {body['metadata']['name']}") from None
+
+    async def _ensure_cluster(self, cluster: ClusterRef, template: MemberTemplate) -> None:
+        """The cluster's Services, budget, Secret and static configuration (the ConfigMap follows
+        the template: it is what the next start of a member reads)."""
+        ns = cluster.namespace
+        await self.super_password(cluster)
+        for body in (M.headless_service(cluster), M.client_service(cluster)):
+            await self._create("Service", body, ns)
+        await self._create("PodDisruptionBudget", M.disruption_budget(cluster), ns)
+        config = M.config_map(cluster, template)
+        try:
+            await self.core.replace_namespaced_config_map(M.config_name(cluster), ns, config)  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"writing the configuration of {cluster.key}") from None
+            await self._create("ConfigMap", config, ns)
+
+    async def ensure_member(
+        self,
+        cluster: ClusterRef,
+        member_id: int,
+        template: MemberTemplate,
+        membership: Sequence[MemberAddress],
+        *,
+        epoch: int | None,
+    ) -> None:
+        await self._check(epoch)
+        ns = cluster.namespace
+        await self._ensure_cluster(cluster, template)
+        await self._create("PersistentVolumeClaim", M.volume_claim(cluster, member_id), ns)
+        name = M.pod_name(cluster, member_id)
+        try:
+            current = await self.core.read_namespaced_pod(name, ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"reading Pod {name}") from None
+            current = None
+        if current is not None:
+            if current.metadata.deletion_timestamp is None and current.status.phase not in ("Failed", "Succeeded"):
+                return  # it exists and runs (or starts): a restart is stop_member first
+            await self._delete_pod(cluster, member_id)
+        me = M.address(cluster, member_id, self.domain)
+        members = [a for a in membership if a.id != member_id] + [me]
+        await self._create("Pod", M.pod(cluster, member_id, template, members, epoch=epoch, domain=self.domain), ns)
+
+    async def _delete_pod(self, cluster: ClusterRef, member_id: int) -> None:
+        name = M.pod_name(cluster, member_id)
+        try:
+            await self.core.delete_namespaced_pod(name, cluster.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise _api_error(exc, f"deleting Pod {name}") from None
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                await self.core.read_namespaced_pod(name, cluster.namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise _api_error(exc, f"reading Pod {name}") from None
+            await asyncio.sleep(0.25)
+        raise KubernetesError(f"Pod {name} was not gone {STOP_TIMEOUT:.0f}s after its deletion")
+
+    async def stop_member(self, cluster: ClusterRef, member_id: int, *, epoch: int | None) -> None:
+        await self._check(epoch)
+        await self._delete_pod(cluster, member_id)
+
+    async def remove_member(self, cluster: ClusterRef, member_id: int, *, purge_data: bool, epoch: int | None) -> None:
+        await self._check(epoch)
+        await self._delete_pod(cluster, member_id)
+        await self._release_claim(cluster, M.pvc_name(cluster, member_id), purge_data)
+
+    async def _release_claim(self, cluster: ClusterRef, name: str, purge_data: bool) -> None:
+        """Delete a member's claim, or keep it labelled as a removed member's (never reattached)."""
+        try:
+            if purge_data:
+                await self.core.delete_namespaced_persistent_volume_claim(name, cluster.namespace)
+            else:
+                patch = {
+                    "metadata": {"labels": {M.REMOVED_LABEL: "true"}, "annotations": {"zkop.io/removed-at": _now()}}
+                }
+                await self.core.patch_namespaced_persistent_volume_claim(name, cluster.namespace, patch)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"releasing PVC {name}") from None
+
+    async def remove_cluster(self, cluster: ClusterRef, *, purge_data: bool, epoch: int | None) -> None:
+        await self._check(epoch)
+        ns = cluster.namespace
+        deletes = [
+            (self.core.delete_namespaced_service, M.headless_name(cluster)),
+            (self.core.delete_namespaced_service, M.client_name(cluster)),
+            (self.policy.delete_namespaced_pod_disruption_budget, cluster.name),
+            (self.core.delete_namespaced_config_map, M.config_name(cluster)),
+            (self.core.delete_namespaced_secret, M.secret_name(cluster)),
+        ]
+        for delete, name in deletes:
+            try:
+                await delete(name, ns)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _api_error(exc, f"deleting {name}") from None
+        claims = await self.core.list_namespaced_persistent_volume_claim(ns, label_selector=M.selector(cluster))
+        for claim in claims.items:
+            await self._release_claim(cluster, claim.metadata.name, purge_data)
+        if purge_data:
+            with contextlib.suppress(NoNodeError):
+                await (await self._zk()).delete(self._counter(cluster))
+
+    async def super_password(self, cluster: ClusterRef) -> str:
+        """The cluster's super-user password, kept in its Secret (made on first use)."""
+        name = M.secret_name(cluster)
+        try:
+            found = await self.core.read_namespaced_secret(name, cluster.namespace)
+            return base64.b64decode(found.data["password"]).decode()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"reading Secret {name}") from None
+        password = auth.new_password()
+        await self._create(
+            "Secret", M.secret(cluster, password, auth.digest(auth.SUPER_USER, password)), cluster.namespace
+        )
+        return await self.super_password(cluster)
+
+
+def _member_id(labels: dict[str, str] | None) -> int | None:
+    try:
+        return int((labels or {}).get(M.MEMBER_LABEL, ""))
+    except ValueError:
+        return None
+
+
+def _container(status: Any, name: str) -> Any:
+    for c in (status.container_statuses or []) if status is not None else []:
+        if c.name == name:
+            return c
+    return None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+__all__ = ["KubernetesZookeeperPlatform"]
