@@ -4,6 +4,8 @@
   ports, started once per session (:class:`zkop.testing.kube.ControlPlane`).
 - ``kube_namespace``: a fresh namespace for one test (its ``default`` ServiceAccount exists),
   deleted after it.
+- ``node_agent``: a node agent (:mod:`zkop.testing.nodeagent`) serving ``kube_namespace``: its
+  Pods are scheduled and run as local processes (crash-loop back-off scaled to a tenth).
 
 The binaries come from ``tools/kube/build.sh`` (``make kube-tools``). When they are missing
 they are built once, right after collection when a selected test uses the control plane
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 import pytest
 
 from zkop.testing.kube import ControlPlane, KubeBinaries, KubeError, ensure_binaries
+from zkop.testing.nodeagent import NodeAgent
 
 _SKIP_ENV = "ZKOP_SKIP_KUBE"
 # Per session: the built binaries, or the build's error text.
@@ -101,3 +104,27 @@ def kube_namespace(kube_control_plane: ControlPlane, request: pytest.FixtureRequ
         yield name
     finally:
         cp.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=false", check=False)
+
+
+@pytest.fixture
+def node_agent(
+    kube_control_plane: ControlPlane, kube_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeAgent]:
+    """A Node of its own for one test, serving its namespace; every process it started is stopped
+    (by pid) at teardown, also when the test fails. Back-off 1 s doubling to 30 s; ConfigMap and
+    Secret volumes refreshed every 2 s."""
+    agent = NodeAgent(
+        kube_control_plane,
+        tmp_path_factory.mktemp("node"),
+        node_name=f"node-{kube_namespace}",
+        namespaces=[kube_namespace],
+        backoff_scale=0.1,
+        refresh_interval=2.0,
+        shutdown_grace=10.0,
+        delete_node_on_stop=True,
+    )
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
