@@ -365,8 +365,8 @@ async def crash_to_endpoint(conn: Connection, client: ZkClient, reps: int = 3) -
             cache = await sd.cache("default/crashy")
             for _ in range(reps):
                 await cache.wait_for(lambda xs: len(xs) == 1, timeout=60)
-                rec = instances.records("default", "crashy")[0]
-                running = instances.running("default", "crashy", rec.name)
+                rec = instances.instances.records("default", "crashy")[0]
+                running = instances.instances.running("default", "crashy", rec.name)
                 assert running is not None
                 pid = instances.app_pid(running)  # the command, not its wrapper: a crash
                 assert pid is not None
