@@ -368,7 +368,7 @@ async def crash_to_endpoint(conn: Connection, client: ZkClient, reps: int = 3) -
                 rec = instances.instances.records("default", "crashy")[0]
                 running = instances.instances.running("default", "crashy", rec.name)
                 assert running is not None
-                pid = instances.app_pid(running)  # the command, not its wrapper: a crash
+                pid = instances.instances.app_pid(running)  # the command, not its wrapper: a crash
                 assert pid is not None
                 t0 = time.perf_counter()
                 os.kill(pid, signal.SIGKILL)
