@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from zkop.runtime.manager import Manager, ManagerOptions, StoreFactory
 from zkop.store.base import ResourceStore
 
 app = typer.Typer(help="Run or inspect the operator.", no_args_is_help=True)
+log = logging.getLogger("zkop.operator")
 
 MANAGER_NAME = "zkop-operator"
 
@@ -60,7 +62,7 @@ class KubeTarget:
     context: str | None
 
 
-def build_manager(
+async def build_manager(
     conn: connect.Connection,
     state_dir: Path,
     cfg: dict[str, Any],
@@ -100,10 +102,24 @@ def build_manager(
             application.controller(namespace, instances, conn.root),
         ]
         return Manager(conn, options, controllers=controllers, platforms=[platform], runnables=[instances], store=store)
-    raise ZkopError(
-        f"--platform {platform_name}: the ZookeeperCluster and Application controllers have no such platform yet",
-        hint="use --platform local (desired state may still live in Kubernetes)",
+    if kube is None:
+        raise ZkopError("--platform kubernetes needs the Kubernetes API", hint="pass --kubeconfig PATH or in-cluster")
+    from zkop.client.kube import api_client
+    from zkop.platform.kubernetes.zookeeper import KubernetesZookeeperPlatform
+
+    api = await api_client(kube.kubeconfig, kube.context)
+    coordination = conn.client(session_timeout=cfg["session_timeout"])
+
+    async def session() -> ZkClient:
+        await coordination.start(timeout=30)
+        return coordination
+
+    members = KubernetesZookeeperPlatform(
+        api, session, root=conn.root, epoch_path=f"{conn.root}/leader/{MANAGER_NAME}/epoch", acl=conn.acl()
     )
+    controllers.append(zookeepercluster.controller(namespace, members))
+    log.warning("the Application controller has no kubernetes platform yet: Applications are not run")
+    return Manager(conn, options, controllers=controllers, platforms=[members], store=store)
 
 
 def kube_store_factory(kube: KubeTarget, source: str) -> StoreFactory:
@@ -134,7 +150,9 @@ def run_cmd(
     ),
     context: str | None = typer.Option(None, "--context", help="The kubeconfig context to use."),
     platform_name: str = typer.Option(
-        "local", "--platform", help="Where members and instances run: local (processes on this machine)."
+        "local",
+        "--platform",
+        help="Where members and instances run: local (processes on this machine) or kubernetes (Pods).",
     ),
 ) -> None:
     """Run an operator replica in the foreground (SIGTERM hands leadership over at once).
@@ -156,7 +174,9 @@ def run_cmd(
     local_control_plane = zk is None and LocalEnsemble(state_dir, statedir.CONTROL_PLANE).exists()
 
     async def main() -> None:
-        manager = build_manager(conn, state_dir, cfg, identity, metrics_port, kube=kube, platform_name=platform_name)
+        manager = await build_manager(
+            conn, state_dir, cfg, identity, metrics_port, kube=kube, platform_name=platform_name
+        )
         stop = asyncio.Event()
 
         def on_signal() -> None:

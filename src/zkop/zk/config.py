@@ -191,9 +191,14 @@ def jvm_args(settings: ServerSettings) -> list[str]:
     ]
 
 
-def settings_hash(settings: ServerSettings, zookeeper_home: str | None, image: str | None = None) -> str:
-    """Names what a member runs with (its settings and distribution): a change rolls members."""
+def settings_hash(
+    settings: ServerSettings, zookeeper_home: str | None, image: str | None = None, *, resources: object = None
+) -> str:
+    """Names what a member runs with (its settings, distribution or image, resources): a change
+    rolls members. What is not given leaves the hash as it was without it."""
     data: dict[str, object] = asdict(settings) | {"additional": dict(settings.additional), "home": zookeeper_home}
     if image is not None:
         data["image"] = image
+    if resources is not None:
+        data["resources"] = repr(resources)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from kazoo.exceptions import KazooException
 
 from zkop.api import ZookeeperCluster
+from zkop.api.meta import ResourceList
 from zkop.api.zookeepercluster import ZookeeperClusterStatus
 from zkop.controllers.zookeepercluster import plan as P
 from zkop.controllers.zookeepercluster.driver import EnsembleAdmin, EnsembleDriver
@@ -36,9 +37,18 @@ DONE_PERIOD = 1.0  # how often a healthy cluster is looked at (4lw only: no writ
 STARTUP_GRACE = 60.0  # members started this recently that do not serve yet are booting, not lost
 
 
+def heap_mb(obj: ZookeeperCluster) -> int:
+    """The JVM heap: ``spec.jvm.heap`` when given, else half the memory limit when there is one
+    (the rest is the JVM's own and the page cache), else the default."""
+    limit = obj.spec.resources.limits.memory
+    if "heap" not in obj.spec.jvm.model_fields_set and limit is not None:
+        return max(16, int(limit.bytes // 2 // (1024 * 1024)))
+    return max(16, int(obj.spec.jvm.heap.bytes // (1024 * 1024)))
+
+
 def desired_settings(obj: ZookeeperCluster) -> ServerSettings:
     cfg = obj.spec.config
-    heap_mb = max(16, int(obj.spec.jvm.heap.bytes // (1024 * 1024)))
+    heap = heap_mb(obj)
     return ServerSettings(
         tick_time=cfg.tick_time,
         init_limit=cfg.init_limit,
@@ -48,21 +58,30 @@ def desired_settings(obj: ZookeeperCluster) -> ServerSettings:
         max_session_timeout=cfg.max_session_timeout,
         autopurge_snap_retain_count=cfg.autopurge.snap_retain_count,
         autopurge_purge_interval=cfg.autopurge.purge_interval,
-        heap_mb=heap_mb,
+        heap_mb=heap,
         additional=dict(cfg.additional_config),
+    )
+
+
+def _resources(values: ResourceList) -> Resources:
+    return Resources(
+        float(values.cpu.cores) if values.cpu is not None else 0.0,
+        int(values.memory.bytes) if values.memory is not None else 0,
     )
 
 
 def member_template(obj: ZookeeperCluster) -> MemberTemplate:
     settings = desired_settings(obj)
     home, image = obj.spec.zookeeper_home, obj.spec.image
+    requests, limits = _resources(obj.spec.resources.requests), _resources(obj.spec.resources.limits)
+    given = (requests, limits) if (requests, limits) != (Resources(), Resources()) else None
     return MemberTemplate(
         settings=settings,
-        config_hash=settings_hash(settings, home, image),
+        config_hash=settings_hash(settings, home, image, resources=given),
         zookeeper_home=home,
         image=image,
-        resources_requests=Resources(),
-        resources_limits=Resources(),
+        resources_requests=requests,
+        resources_limits=limits,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -38,7 +39,7 @@ from zkop.platform.base import (
 )
 from zkop.platform.kubernetes import members as M
 from zkop.zk import auth, fourlw
-from zkop.zk.config import MemberAddress
+from zkop.zk.config import MemberAddress, parse_server_line
 
 STOP_TIMEOUT = 60.0  # seconds to wait for a Pod to be gone after its deletion
 
@@ -153,7 +154,52 @@ class KubernetesZookeeperPlatform:
         if not ids and next_id == 1:
             return None
         observed = await asyncio.gather(*(self._member(cluster, i, by_pod.get(i), by_claim.get(i)) for i in ids))
-        return ClusterObservation(tuple(observed), max([next_id, *(i + 1 for i in ids)]))
+        stored, version = await self._stored_config(cluster, observed, list(by_pod.values()))
+        return ClusterObservation(tuple(observed), max([next_id, *(i + 1 for i in ids)]), stored, version)
+
+    def _config_path(self, cluster: ClusterRef) -> str:
+        return f"{self.root}/clusters/{cluster.namespace}/{cluster.name}/config"
+
+    async def _stored_config(
+        self, cluster: ClusterRef, observed: Sequence[MemberObservation], pods: Sequence[Any]
+    ) -> tuple[tuple[MemberAddress, ...], int | None]:
+        """The newest configuration known, for when no member serves: what a serving member last
+        reported (kept in the coordination ZooKeeper, as a member keeps it on its volume), else
+        the configuration the members were started with (their Pods say it)."""
+        zk = await self._zk()
+        path = self._config_path(cluster)
+        try:
+            raw, stat = await zk.get(path)
+            kept: dict[str, Any] = json.loads(raw.decode() or "{}")
+        except (NoNodeError, ValueError):
+            kept, stat = {}, None
+        for m in sorted(observed, key=lambda m: m.state.mode != "leader"):
+            if not m.ready:
+                continue
+            host, _, port = m.endpoint.rpartition(":")
+            conf = await fourlw.conf(host, int(port), timeout=1.0)
+            if conf.reachable and conf.members and (conf.config_version or 0) > int(kept.get("version") or 0):
+                kept = {"version": conf.config_version, "servers": [a.server_line() for a in conf.members]}
+                data = json.dumps(kept).encode()
+                with contextlib.suppress(NodeExistsError, BadVersionError):
+                    if stat is None:
+                        await zk.ensure_path(path.rsplit("/", 1)[0], acl=self.acl or None)
+                        await zk.create(path, data, acl=self.acl or None)
+                    else:
+                        await zk.set(path, data, stat.version)
+            break
+        if kept.get("servers"):
+            found = [a for a in (parse_server_line(line) for line in kept["servers"]) if a is not None]
+            return tuple(found), kept.get("version")
+        best: list[MemberAddress] = []
+        for pod in pods:
+            for init in pod.spec.init_containers or []:
+                for var in init.env or []:
+                    if var.name == "ZKOP_MEMBERSHIP" and var.value:
+                        listed = [a for a in map(parse_server_line, var.value.splitlines()) if a is not None]
+                        if len(listed) > len(best):
+                            best = listed
+        return tuple(best), None
 
     async def _member(self, cluster: ClusterRef, member_id: int, pod: Any, claim: Any) -> MemberObservation:
         address = M.address(cluster, member_id, self.domain)
