@@ -151,11 +151,19 @@ class KubernetesZookeeperPlatform:
             if (c.metadata.labels or {}).get(M.REMOVED_LABEL) != "true"
         }
         ids = sorted(i for i in {*by_pod, *by_claim} if i is not None)
-        if not ids and next_id == 1:
+        if not ids and next_id == 1 and not await self._has_config(cluster):
             return None
-        observed = await asyncio.gather(*(self._member(cluster, i, by_pod.get(i), by_claim.get(i)) for i in ids))
+        observed = list(await asyncio.gather(*(self._member(cluster, i, by_pod.get(i), by_claim.get(i)) for i in ids)))
         stored, version = await self._stored_config(cluster, observed, list(by_pod.values()))
+        # A participant whose Pod and volume are both gone is still a member (without data) until
+        # it is reconfigured out.
+        for gone in sorted({a.id for a in stored} - set(ids)):
+            observed.append(await self._member(cluster, gone, None, None))
+        ids = sorted({*ids, *(a.id for a in stored)})
         return ClusterObservation(tuple(observed), max([next_id, *(i + 1 for i in ids)]), stored, version)
+
+    async def _has_config(self, cluster: ClusterRef) -> bool:
+        return await (await self._zk()).exists(self._config_path(cluster)) is not None
 
     def _config_path(self, cluster: ClusterRef) -> str:
         return f"{self.root}/clusters/{cluster.namespace}/{cluster.name}/config"
@@ -206,20 +214,24 @@ class KubernetesZookeeperPlatform:
         status = pod.status if pod is not None else None
         container = _container(status, "zookeeper")
         terminating = pod is not None and pod.metadata.deletion_timestamp is not None
-        running = bool(container is not None and container.state and container.state.running and not terminating)
+        # A Pod being started (scheduled, its init step, its container created) counts as running:
+        # the member is coming up, as a process that was just started does locally.
+        phase = status.phase if status is not None else None
+        running = pod is not None and not terminating and phase in (None, "Pending", "Running")
+        up = bool(container is not None and container.state and container.state.running and running)
         pod_ip = status.pod_ip if status is not None else None
         state = fourlw.ServerState(address.client_endpoint, reachable=False, error="not running")
-        if running and pod_ip:
+        if up and pod_ip:
             state = await fourlw.server_state(pod_ip, M.CLIENT_PORT, timeout=1.0)
-        unresponsive = running and not state.reachable and "timed out" in (state.error or "").lower()
+        unresponsive = up and not state.reachable and "timed out" in (state.error or "").lower()
         last = container.last_state.terminated if container is not None and container.last_state else None
         data_present = claim is not None and claim.metadata.deletion_timestamp is None and claim.status.phase != "Lost"
-        started = container.state.running.started_at if running else None
+        started = container.state.running.started_at if up else (pod.metadata.creation_timestamp if running else None)
         return MemberObservation(
             id=member_id,
             address=address,
             running=running,
-            ready=running and state.serving,
+            ready=up and state.serving,
             unresponsive=unresponsive,
             restarts=container.restart_count if container is not None else 0,
             data_present=data_present,
@@ -376,9 +388,12 @@ class KubernetesZookeeperPlatform:
         claims = await self.core.list_namespaced_persistent_volume_claim(ns, label_selector=M.selector(cluster))
         for claim in claims.items:
             await self._release_claim(cluster, claim.metadata.name, purge_data)
+        zk = await self._zk()
+        with contextlib.suppress(NoNodeError):
+            await zk.delete(self._config_path(cluster))  # the members are gone: so is their configuration
         if purge_data:
             with contextlib.suppress(NoNodeError):
-                await (await self._zk()).delete(self._counter(cluster))
+                await zk.delete(self._counter(cluster))
 
     async def super_password(self, cluster: ClusterRef) -> str:
         """The cluster's super-user password, kept in its Secret (made on first use)."""
