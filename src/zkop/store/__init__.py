@@ -1,6 +1,6 @@
 """zkop.store: resources in ZooKeeper."""
 
-from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, Fenced, NotFound, StoreError, TooLarge
+from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, Fenced, Forbidden, NotFound, StoreError, TooLarge
 from zkop.store.events import EventRecord
 from zkop.store.selector import Selector, parse_selector
 from zkop.store.store import ListResult, Store
@@ -14,6 +14,7 @@ __all__ = [
     "EventRecord",
     "Fence",
     "Fenced",
+    "Forbidden",
     "ListResult",
     "NotFound",
     "Selector",

@@ -14,9 +14,9 @@ from typing import Literal
 
 from zkop.api import Resource, check_update, to_dict
 from zkop.errors import Refused, ZkopError
+from zkop.store.base import ResourceStore
 from zkop.store.codec import encode
 from zkop.store.errors import Conflict, CorruptObject, NotFound
-from zkop.store.store import Store
 
 Outcome = Literal["created", "configured", "unchanged"]
 
@@ -47,7 +47,7 @@ def _stale(obj: Resource, current: Resource, hint: str) -> Conflict:
     )
 
 
-async def apply_one(store: Store, obj: Resource) -> Outcome:
+async def apply_one(store: ResourceStore, obj: Resource) -> Outcome:
     """Make the stored object's spec, labels and annotations those of ``obj``."""
     outcome: Outcome = "unchanged"
 
@@ -76,7 +76,7 @@ async def apply_one(store: Store, obj: Resource) -> Outcome:
     return outcome
 
 
-async def _current(store: Store, obj: Resource) -> Resource | ZkopError | None:
+async def _current(store: ResourceStore, obj: Resource) -> Resource | ZkopError | None:
     try:
         return await store.get(obj.kind, obj.namespace, obj.name)
     except NotFound:
@@ -85,7 +85,7 @@ async def _current(store: Store, obj: Resource) -> Resource | ZkopError | None:
         return exc
 
 
-async def preflight(store: Store, objects: Sequence[Resource]) -> None:
+async def preflight(store: ResourceStore, objects: Sequence[Resource]) -> None:
     """What the store would refuse, checked for every object before any is written: size,
     immutable fields, a stale ``metadata.resourceVersion``, a corrupt stored object."""
     currents = await asyncio.gather(*(_current(store, o) for o in objects))
@@ -113,7 +113,7 @@ async def preflight(store: Store, objects: Sequence[Resource]) -> None:
 
 
 async def apply_all(
-    store: Store,
+    store: ResourceStore,
     objects: Sequence[Resource],
     on_result: Callable[[Resource, Outcome], None] | None = None,
 ) -> list[tuple[Resource, Outcome]]:

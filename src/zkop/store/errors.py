@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zkop.errors import Fenced, ZkopError
 
-__all__ = ["AlreadyExists", "Conflict", "CorruptObject", "Fenced", "NotFound", "StoreError", "TooLarge"]
+__all__ = ["AlreadyExists", "Conflict", "CorruptObject", "Fenced", "Forbidden", "NotFound", "StoreError", "TooLarge"]
 
 
 class StoreError(ZkopError):
@@ -25,6 +25,10 @@ class Conflict(StoreError):
 
 class TooLarge(StoreError):
     pass
+
+
+class Forbidden(StoreError):
+    """The caller's identity may not do this (Kubernetes RBAC said no); nothing was written."""
 
 
 class CorruptObject(StoreError):

@@ -56,6 +56,7 @@ GROUP = "zkop.io"
 VERSION = "v1"
 EPOCH_ANNOTATION = "zkop.io/epoch"
 WATCH_TIMEOUT = 300  # seconds a watch request lasts before it is renewed from the newest version
+RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0  # seconds between attempts to reach an API server that is away
 # metadata fields the zkop models know; the rest (ownerReferences, managedFields...) is kept aside
 # and written back unchanged.
 KNOWN_META = (
@@ -363,6 +364,7 @@ class KubeStore:
         yield WatchEvent("SYNCED")
         loop = asyncio.get_running_loop()
         relisted = loop.time()
+        backoff = RECONNECT_MIN
         while True:
             timeout = WATCH_TIMEOUT
             if relist_interval is not None:
@@ -370,6 +372,7 @@ class KubeStore:
             gone = False
             try:
                 async for raw_event in self._stream(info, namespace, version, timeout):
+                    backoff = RECONNECT_MIN
                     kind = raw_event.get("type")
                     obj = raw_event.get("object") or {}
                     meta = obj.get("metadata") or {}
@@ -404,6 +407,9 @@ class KubeStore:
                 gone = True
             except (TimeoutError, OSError) as exc:
                 log.debug("watch of %s ended (%s); resuming from %s", info.plural, exc, version)
+                if isinstance(exc, OSError):  # the API server cannot be reached: retry, but do not spin
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RECONNECT_MAX)
             if gone or (relist_interval is not None and loop.time() - relisted >= relist_interval):
                 # 410 Gone, or the periodic relist: the difference against what was delivered.
                 events, version = await self._relist(info, namespace, known)
