@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make this machine ready to run zkop: Apache ZooKeeper (and Java), a virtual
-# environment in .venv, and zkop installed into it with its test extras.
+# Make this machine ready to run zkop: Apache ZooKeeper (and Java), chromium (for the
+# dashboard's browser test), a virtual environment in .venv, and zkop installed into it with
+# its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,17 @@ apt_install() {
 if ! have_zookeeper; then
   echo "bootstrap: installing Apache ZooKeeper from Debian's zookeeper package"
   apt_install zookeeper default-jre-headless
+fi
+
+# The dashboard's browser test drives Debian's chromium headless; without it that test skips
+# (and fails under CI=true).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "bootstrap: installing chromium (for the dashboard's browser test)"
+    apt_install chromium || echo "bootstrap: could not install chromium; the browser test will skip" >&2
+  else
+    echo "bootstrap: chromium is missing, so the dashboard's browser test skips (sudo apt-get install -y chromium)" >&2
+  fi
 fi
 
 PY=${PYTHON:-python3}

@@ -10,6 +10,7 @@ import typer
 
 import zkop
 from zkop.cli import apps, cluster, local, resources
+from zkop.cli import dashboard as dashboard_cli
 from zkop.cli import keeper as keeper_cli
 from zkop.cli import kube as kube_cli
 from zkop.cli import operator as operator_cli
@@ -47,6 +48,7 @@ cluster.register(app)
 proxy_cli.register(app)
 apps.register(app)
 recover_cli.register(app)
+dashboard_cli.register(app)
 
 
 @app.callback()

@@ -1,12 +1,18 @@
-"""A tiny HTTP endpoint for /metrics, /healthz and /readyz (loopback by default)."""
+"""A tiny HTTP endpoint for /metrics, /healthz and /readyz (loopback by default); other paths
+go to a ``fallback`` handler when one is given (the dashboard)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+#: Answers a request for another path: (method, target, headers with lower-case names, the
+#: connection's reader and writer). It may stream; the server closes the connection after it.
+Fallback = Callable[[str, str, dict[str, str], asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OWN_PATHS = ("/metrics", "/healthz", "/readyz")
 
 
 class HealthServer:
@@ -18,8 +24,10 @@ class HealthServer:
         healthy: Callable[[], bool] = lambda: True,
         host: str = "127.0.0.1",
         port: int = 0,
+        fallback: Fallback | None = None,
     ) -> None:
         self.registry = registry
+        self.fallback = fallback
         self.ready = ready
         self.healthy = healthy
         self.host = host
@@ -41,10 +49,15 @@ class HealthServer:
         try:
             async with asyncio.timeout(5):
                 request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
+                headers: dict[str, str] = {}
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
             parts = request.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else "/"
+            if self.fallback is not None and path not in OWN_PATHS and len(parts) >= 2:
+                await self.fallback(parts[0], parts[1], headers, reader, writer)
+                return
             if path == "/metrics":
                 status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
             elif path == "/healthz":

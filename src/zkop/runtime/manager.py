@@ -25,7 +25,7 @@ from zkop.coord.election import LeaderElection, default_identity
 from zkop.errors import Fenced
 from zkop.platform.base import PlatformEvents
 from zkop.runtime.controller import Context, Controller
-from zkop.runtime.http import HealthServer
+from zkop.runtime.http import Fallback, HealthServer
 from zkop.runtime.metrics import ManagerMetrics
 from zkop.store import Fence, Store
 from zkop.store.base import ResourceStore
@@ -62,6 +62,7 @@ class ManagerOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 0  # None: no endpoint
     identity: str | None = None
+    http_fallback: Fallback | None = None  # serves other paths of the metrics port (the dashboard)
 
 
 class Manager:
@@ -132,6 +133,7 @@ class Manager:
                 ready=self.is_ready,
                 host=self.options.metrics_host,
                 port=self.options.metrics_port,
+                fallback=self.options.http_fallback,
             )
             await self.health.start()
         coordination = Coordination(self.client, self.connection.root, tuple(self.connection.acl()))
