@@ -71,8 +71,10 @@ async def build_manager(
     *,
     kube: KubeTarget | None = None,
     platform_name: str = "local",
+    app_image: str | None = None,
 ) -> Manager:
-    """The composition root: which store and which platforms the controllers run on."""
+    """The composition root: which store and which platforms the controllers run on
+    (``app_image``: on Kubernetes, the image of instances whose template names none)."""
     from zkop.controllers import operatorconfig
     from zkop.controllers.application import controller as application
     from zkop.controllers.zookeepercluster import controller as zookeepercluster
@@ -104,22 +106,45 @@ async def build_manager(
         return Manager(conn, options, controllers=controllers, platforms=[platform], runnables=[instances], store=store)
     if kube is None:
         raise ZkopError("--platform kubernetes needs the Kubernetes API", hint="pass --kubeconfig PATH or in-cluster")
+    from zkop.api.application import check_image
     from zkop.client.kube import api_client
+    from zkop.platform.kubernetes.applications import DEFAULT_IMAGE, KubernetesInstancePlatform
+
+    if app_image is not None:
+        try:
+            check_image(app_image)
+        except ValueError as exc:
+            raise ZkopError(f"--app-image: {exc}") from None
     from zkop.platform.kubernetes.zookeeper import KubernetesZookeeperPlatform
 
     api = await api_client(kube.kubeconfig, kube.context)
     coordination = conn.client(session_timeout=cfg["session_timeout"])
+    opening = asyncio.Lock()  # one session for both platforms, opened by whichever asks first
+    opened: list[bool] = []
 
     async def session() -> ZkClient:
-        await coordination.start(timeout=30)
+        async with opening:
+            if not opened:
+                await coordination.start(timeout=30)
+                opened.append(True)
         return coordination
 
-    members = KubernetesZookeeperPlatform(
-        api, session, root=conn.root, epoch_path=f"{conn.root}/leader/{MANAGER_NAME}/epoch", acl=conn.acl()
+    epoch_path = f"{conn.root}/leader/{MANAGER_NAME}/epoch"
+    members = KubernetesZookeeperPlatform(api, session, root=conn.root, epoch_path=epoch_path, acl=conn.acl())
+    pods = KubernetesInstancePlatform(
+        api,
+        session,
+        root=conn.root,
+        epoch_path=epoch_path,
+        acl=conn.acl(),
+        namespace=namespace,
+        default_image=app_image or DEFAULT_IMAGE,
     )
-    controllers.append(zookeepercluster.controller(namespace, members))
-    log.warning("the Application controller has no kubernetes platform yet: Applications are not run")
-    return Manager(conn, options, controllers=controllers, platforms=[members], store=store)
+    controllers += [
+        zookeepercluster.controller(namespace, members),
+        application.controller(namespace, pods, conn.root),
+    ]
+    return Manager(conn, options, controllers=controllers, platforms=[members, pods], runnables=[pods], store=store)
 
 
 def kube_store_factory(kube: KubeTarget, source: str) -> StoreFactory:
@@ -154,6 +179,13 @@ def run_cmd(
         "--platform",
         help="Where members and instances run: local (processes on this machine) or kubernetes (Pods).",
     ),
+    dashboard: bool = typer.Option(False, "--dashboard", help="Also serve the live dashboard on the metrics port."),
+    app_image: str | None = typer.Option(
+        None,
+        "--app-image",
+        envvar="ZKOP_APP_IMAGE",
+        help="(kubernetes) Image of Application instances whose template names none (default: zkop:<version>).",
+    ),
 ) -> None:
     """Run an operator replica in the foreground (SIGTERM hands leadership over at once).
 
@@ -165,7 +197,7 @@ def run_cmd(
     conn = connection.resolve(zk, state_dir, root)
     kube = None
     if kubeconfig is not None or context is not None:
-        kube = KubeTarget(None if kubeconfig in (None, "in-cluster") else kubeconfig, context)
+        kube = KubeTarget(kubeconfig, context)
     if platform_name not in ("local", "kubernetes"):
         raise ZkopError(f"--platform {platform_name!r} is not known", hint="use local or kubernetes")
 
@@ -175,7 +207,7 @@ def run_cmd(
 
     async def main() -> None:
         manager = await build_manager(
-            conn, state_dir, cfg, identity, metrics_port, kube=kube, platform_name=platform_name
+            conn, state_dir, cfg, identity, metrics_port, kube=kube, platform_name=platform_name, app_image=app_image
         )
         stop = asyncio.Event()
 
@@ -191,12 +223,19 @@ def run_cmd(
             from zkop.cli.keeper import keep
 
             keeper_task = asyncio.create_task(keep(state_dir, manager.identity, stop), name="keeper")
+        dashboard_task = None
+        if dashboard:
+            from zkop.cli.dashboard import attach
+
+            dashboard_task = attach(manager, conn, state_dir if local_control_plane else None, stop)
         try:
             await manager.run()
         finally:
             stop.set()
             if keeper_task is not None:
                 await keeper_task
+            if dashboard_task is not None:
+                await dashboard_task
 
     asyncio.run(main())
 
