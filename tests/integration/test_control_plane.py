@@ -124,8 +124,12 @@ def test_killed_members_come_back_with_their_id_and_data_one_after_another(state
 
 def test_a_member_whose_data_is_lost_is_replaced_by_a_new_id(state: Path) -> None:
     ens = control_plane(state)
-    os.kill(pid_of(state, 3), signal.SIGKILL)
+    # Frozen while its data goes, then killed: the keeper sees the exit at once, and it must
+    # not find the data still there.
+    pid = pid_of(state, 3)
+    os.kill(pid, signal.SIGSTOP)
     shutil.rmtree(ens.data_dir(3))
+    os.kill(pid, signal.SIGKILL)
     wait_for(
         "member 3 replaced by member 4",
         lambda: serving(state, {1, 2, 4})() and "MemberAdded" in reasons(state),

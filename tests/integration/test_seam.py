@@ -144,6 +144,9 @@ class SimEnsemble:
     async def super_password(self, cluster: ClusterRef) -> str:
         return "secret"
 
+    def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
+        pass  # the test drives every look itself
+
     async def committed_config(self, obs: ClusterObservation) -> tuple[tuple[MemberAddress, ...], int | None]:
         return tuple(self.members[i].address for i in self.config if i in self.members), self.version or None
 

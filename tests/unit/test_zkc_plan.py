@@ -1042,3 +1042,15 @@ def test_deletion_converges(world: World, policy: str) -> None:
     assert not any(m.running for m in world.members.values())
     if policy == "Delete":
         assert not any(m.data for m in world.members.values())
+
+
+def test_a_slow_joiner_is_booting_not_unresponsive_but_a_paused_one_is() -> None:
+    def decide_with(members: Sequence[ObservedMember]) -> Action:
+        return plan(members, want(4), next_id=5, now=NOW, unresponsive_grace=5.0, startup_grace=60.0)
+
+    slow = joiner(4, serving=False, role="unknown", started_at=NOW - 10, unresponsive_since=NOW - 10)
+    assert decide_with([*three(), slow]) == Wait(WaitReason.JOINING)
+    stale = joiner(4, serving=False, role="unknown", started_at=NOW - 100, unresponsive_since=NOW - 10)
+    assert isinstance(decide_with([*three(), stale]), StopMember)
+    paused = joiner(4, paused=True, serving=False, role="unknown", started_at=NOW - 10, unresponsive_since=NOW - 10)
+    assert isinstance(decide_with([*three(), paused]), StopMember)

@@ -126,6 +126,8 @@ async def keep(state_dir: Path, identity: str, stop: asyncio.Event, *, supervise
         return await asyncio.to_thread(control_plane_spec, state_dir)
 
     platform = LocalZookeeperPlatform(state_dir, None, naming=control_plane_naming)
+    exited = asyncio.Event()  # a member's process ended: look at once, not at the next period
+    platform.subscribe(lambda _cluster: exited.set())
     keeper = ControlPlaneKeeper(platform, spec, sink)
     processes = lk.ProcessKeeper(state_dir)
     try:
@@ -143,8 +145,11 @@ async def keep(state_dir: Path, identity: str, stop: asyncio.Event, *, supervise
                             await sink("Warning", "ProcessRestarted", f"{name} {what}")
                 except Exception:  # the keeper must outlive any one failure
                     log.exception("keeper step failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            woken = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(exited.wait())]
+            await asyncio.wait(woken, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for w in woken:
+                w.cancel()
+            exited.clear()
     finally:
         lock.release()
         await store_events.close()

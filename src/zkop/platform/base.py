@@ -203,6 +203,12 @@ class ZookeeperPlatform(Protocol):
         """The cluster's super-user password, for reconfiguration (created on first use)."""
         ...
 
+    def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
+        """Have ``callback(cluster)`` called (on the event loop) when a member of an observed
+        cluster changes on its own (its process ended, its Pod went), so its controller looks
+        at once."""
+        ...
+
 
 # ---------------------------------------------------------------- application instances
 

@@ -194,7 +194,7 @@ class ZookeeperClusterReconciler:
 
 
 def controller(namespace: str | None, platform: ZookeeperPlatform) -> Controller:
-    return Controller(
+    ctrl = Controller(
         "zookeepercluster",
         "ZookeeperCluster",
         ZookeeperClusterReconciler(platform),
@@ -202,6 +202,8 @@ def controller(namespace: str | None, platform: ZookeeperPlatform) -> Controller
         namespace=namespace,
         resync_period=30.0,
     )
+    platform.subscribe(lambda ref: ctrl.enqueue(Request(ref.namespace, ref.name)))
+    return ctrl
 
 
 __all__ = [

@@ -33,7 +33,8 @@ The rules, in the order :func:`plan` applies them ("quorum first"):
 8. **Join**: a joiner that serves and is not syncing is added as a participant
    (``ReconfigIn``).
 9. **Replace**: a participant whose data is gone, or which has been unresponsive
-   (running but not serving) for ``unresponsive_grace`` seconds, is removed from
+   (running but not serving) for ``unresponsive_grace`` seconds -- and, unless it cannot
+   answer at all (paused), was started more than ``startup_grace`` seconds ago -- is removed from
    the configuration (``ReconfigOut``); step 6 then stops it and step 10 adds a
    member with a new id. There is no separate "replace" action: each step is
    observed before the next is taken, so a replacement interrupted anywhere is
@@ -504,9 +505,13 @@ def plan(
         return StartMember(dead[0].id, f"member {dead[0].id} is not running")
 
     def unresponsive(m: ObservedMember) -> bool:
+        # A process started within the start-up grace that does not serve yet is booting (a
+        # slow JVM on a busy machine), unless it cannot answer at all (paused).
+        booting = not m.paused and m.started_at is not None and now - m.started_at < startup_grace
         return (
             m.process_running
             and not m.ready
+            and not booting
             and m.unresponsive_since is not None
             and now - m.unresponsive_since >= unresponsive_grace
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.rest import ApiException
 
 from zkop.client.bridge import ZkClient
@@ -69,10 +70,50 @@ class KubernetesZookeeperPlatform:
         self.core = k8s.CoreV1Api(api)
         self.policy = k8s.PolicyV1Api(api)
         self._coordination = coordination
+        self._subscribers: list[Callable[[ClusterRef], None]] = []
+        self._pod_watches: dict[str, asyncio.Task[None]] = {}
         self.root = root.rstrip("/")
         self.epoch_path = epoch_path
         self.acl = list(acl)
         self.domain = domain
+
+    # ---- changes as they happen ------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
+        """``callback(cluster)`` runs when a member Pod of an observed cluster changes (it
+        ended, restarted, became ready or went), so the controller looks at once."""
+        self._subscribers.append(callback)
+
+    def _watch_pods(self, namespace: str) -> None:
+        if self._subscribers and namespace not in self._pod_watches:
+            self._pod_watches[namespace] = asyncio.create_task(self._pods(namespace), name=f"pods-{namespace}")
+
+    async def _pods(self, namespace: str) -> None:
+        selector = f"{M.CLUSTER_LABEL},app.kubernetes.io/managed-by={M.MANAGED_BY}"
+        version: str | None = None
+        while True:
+            try:
+                stream = watch.Watch().stream(
+                    self.core.list_namespaced_pod,
+                    namespace,
+                    label_selector=selector,
+                    timeout_seconds=300,
+                    **({"resource_version": version} if version else {}),
+                )
+                async with stream:
+                    async for event in stream:
+                        pod = event["object"]
+                        version = pod.metadata.resource_version
+                        name = (pod.metadata.labels or {}).get(M.CLUSTER_LABEL)
+                        if name:
+                            for callback in self._subscribers:
+                                with contextlib.suppress(Exception):
+                                    callback(ClusterRef(namespace, name))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a lost watch only delays: the controller's periodic look goes on
+                version = None
+                await asyncio.sleep(1.0)
 
     async def _zk(self) -> ZkClient:
         """The coordination session (given, or opened on first use by the caller's factory)."""
@@ -136,6 +177,7 @@ class KubernetesZookeeperPlatform:
 
     async def observe(self, cluster: ClusterRef) -> ClusterObservation | None:
         ns = cluster.namespace
+        self._watch_pods(ns)
         try:
             pods, claims = await asyncio.gather(
                 self.core.list_namespaced_pod(ns, label_selector=M.selector(cluster)),

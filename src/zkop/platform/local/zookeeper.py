@@ -10,6 +10,8 @@ instance with ``naming=control_plane_naming`` and no fence (its keeper holds a f
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +58,39 @@ class LocalZookeeperPlatform:
         self.state_dir = state_dir
         self.fence = fence
         self.naming = naming
+        self._subscribers: list[Callable[[ClusterRef], None]] = []
+        self._exit_watches: dict[int, tuple[int, ClusterRef]] = {}  # pid -> (pidfd, cluster)
+
+    # ---- exits as they happen ---------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
+        """``callback(cluster)`` runs (on the event loop) the moment an observed member's
+        process ends, so the controller heals at once instead of at its next look."""
+        self._subscribers.append(callback)
+
+    def _watch_exits(self, cluster: ClusterRef, ens: LocalEnsemble, statuses: Sequence[MemberStatus]) -> None:
+        """Arm a pidfd for every running member seen (Linux); the event loop wakes on its exit."""
+        if not hasattr(os, "pidfd_open"):
+            return
+        loop = asyncio.get_running_loop()
+        for s in statuses:
+            if s.pid is None or s.pid in self._exit_watches or not s.running:
+                continue
+            try:
+                fd = os.pidfd_open(s.pid)
+            except OSError:
+                continue
+            self._exit_watches[s.pid] = (fd, cluster)
+            loop.add_reader(fd, self._exited, s.pid)
+
+    def _exited(self, pid: int) -> None:
+        fd, cluster = self._exit_watches.pop(pid)
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        for callback in self._subscribers:
+            with contextlib.suppress(Exception):
+                callback(cluster)
 
     def ensemble(self, cluster: ClusterRef) -> LocalEnsemble:
         return LocalEnsemble(self.state_dir, self.naming(cluster))
@@ -80,6 +115,8 @@ class LocalZookeeperPlatform:
             return None
         record = await asyncio.to_thread(ens.load)
         statuses = await ens.observe(timeout=1.0)
+        if self._subscribers:
+            self._watch_exits(cluster, ens, statuses)
         members = tuple(self._observation(ens, s) for s in statuses)
         stored, version = await asyncio.to_thread(self._stored_config, ens, [s.id for s in statuses])
         return ClusterObservation(members, record.next_id, tuple(stored), version)
