@@ -1,4 +1,5 @@
-"""Reports, in each OperatorConfig's status, which replica leads and in which epoch.
+"""Reports, in each OperatorConfig's status, which replica leads and in which epoch, and records
+an event (``Leading``) when a new term takes over, so ``kubectl get events`` shows who led when.
 
 Writes only when something changed, so a quiet system makes no writes.
 """
@@ -23,6 +24,8 @@ class OperatorConfigReconciler:
         )
         if status != obj.status:
             await ctx.store.update_status(obj.model_copy(update={"status": status}))
+            if (obj.status.leader, obj.status.epoch) != (ctx.identity, ctx.epoch):
+                await ctx.event(obj, "Normal", "Leading", f"{ctx.identity} leads in epoch {ctx.epoch}")
         return Result()
 
 
