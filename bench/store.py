@@ -10,8 +10,8 @@ kazoo writing and reading the same znodes with the same payload bytes under anot
             raw:   the same two-create transaction
     get     store: Store.get (reads object + status, decodes, validates)
             raw:   get of both znodes
-    update  store: Store.update (reads, compare-and-set on the znode version, reads back)
-            raw:   set_data with the expected version (the compare-and-set alone)
+    update  store: Store.modify (a read of object + status, the change, compare-and-set)
+            raw:   get of both znodes, then set_data with the version read
     list    store: Store.list of the namespace (children, then every object + status)
             raw:   get_children, then get of every object + status znode
 
@@ -105,6 +105,19 @@ def raw_chunked(start: Callable[[int], list[Any]], count: int, chunk: int) -> fl
     return time.perf_counter() - started
 
 
+def raw_read_modify_write(zk: KazooClient, paths: list[str], updates: list[bytes], chunk: int) -> float:
+    """The raw side of an update: read the object and its status, then set the object with the
+    version read (the same work as a store update: a read, a compare-and-set)."""
+    started = time.perf_counter()
+    for i in range(0, len(paths), chunk):
+        part = range(i, min(len(paths), i + chunk))
+        reads = [(zk.get_async(paths[j]), zk.get_async(paths[j] + "/status")) for j in part]
+        versions = [obj.get()[1].version for obj, status in reads if status.get() is not None]
+        for result in [zk.set_async(paths[j], updates[j], v) for j, v in zip(part, versions, strict=True)]:
+            result.get()
+    return time.perf_counter() - started
+
+
 async def store_side(
     hosts: str, count: int, chunk: int, root: str = "/bench-store"
 ) -> tuple[dict[str, float], list[bytes], list[bytes], bytes]:
@@ -122,7 +135,14 @@ async def store_side(
         get_s, _ = await chunked([lambda o=o: store.get("zkc", o.namespace, o.name) for o in objects], chunk)
         changed = [with_replicas(o, 5) for o in created]
         update_payloads = [codec.encode(o) for o in changed]
-        update_s, _ = await chunked([lambda o=o: store.update(o) for o in changed], chunk)
+        # A controller's update: read the object, change it, write it back (compare-and-set).
+        update_s, _ = await chunked(
+            [
+                lambda o=o: store.modify("zkc", o.namespace, o.name, lambda cur: with_replicas(cur, 5))
+                for o in created
+            ],
+            chunk,
+        )
         list_runs = []
         for _ in range(LIST_REPS):
             started = time.perf_counter()
@@ -160,7 +180,7 @@ def raw_side(
 
         create_s = raw_chunked(create, count, chunk)
         get_s = raw_chunked(lambda i: [zk.get_async(paths[i]), zk.get_async(paths[i] + "/status")], count, chunk)
-        update_s = raw_chunked(lambda i: [zk.set_async(paths[i], updates[i], 0)], count, chunk)
+        update_s = raw_read_modify_write(zk, paths, updates, chunk)
         list_runs = []
         for _ in range(LIST_REPS):
             started = time.perf_counter()

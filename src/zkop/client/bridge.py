@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException
@@ -20,6 +21,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
 from zkop.errors import ZkopError
+
+if TYPE_CHECKING:
+    from zkop.zk.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -84,29 +88,62 @@ class TransactionFailed(ZkopError):
         super().__init__(f"transaction failed at {what}")
 
 
+class _Settler:
+    """Hands kazoo's results to the event loop in batches: many results settled together wake
+    the loop once (each wake-up is a write to its self-pipe), which matters when hundreds of
+    requests are in flight on one connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.pending: list[tuple[asyncio.Future[Any], bool, Any]] = []
+
+    def put(self, fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        with self.lock:
+            self.pending.append((fut, ok, value))
+            if len(self.pending) > 1:
+                return  # a drain is already on its way
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, []
+        for fut, ok, value in batch:
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+_SETTLERS: dict[asyncio.AbstractEventLoop, _Settler] = {}
+
+
+def _settler(loop: asyncio.AbstractEventLoop) -> _Settler:
+    settler = _SETTLERS.get(loop)
+    if settler is None:
+        for old in [k for k in _SETTLERS if k.is_closed()]:
+            _SETTLERS.pop(old, None)
+        settler = _SETTLERS[loop] = _Settler(loop)
+    return settler
+
+
 def _to_future(loop: asyncio.AbstractEventLoop, async_result: Any) -> asyncio.Future[Any]:
     fut: asyncio.Future[Any] = loop.create_future()
+    settler = _settler(loop)
 
     def settle(result: Any) -> None:
         try:
             value = result.get_nowait()
         except BaseException as exc:
-            loop.call_soon_threadsafe(_set_exception, fut, exc)
+            settler.put(fut, False, exc)
         else:
-            loop.call_soon_threadsafe(_set_result, fut, value)
+            settler.put(fut, True, value)
 
     async_result.rawlink(settle)
     return fut
-
-
-def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
 
 
 WatchCallback = Callable[[WatchedEvent], None]
@@ -122,7 +159,9 @@ class ZkClient:
         auth_data: Iterable[tuple[str, str]] = (),
         session_timeout: float = 10.0,
         read_only: bool = False,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: connect with TLS, presenting this client certificate."""
         self.hosts = hosts
         self.kazoo = KazooClient(
             hosts=hosts,
@@ -130,6 +169,7 @@ class ZkClient:
             auth_data=list(auth_data),
             read_only=read_only,
             connection_retry={"max_tries": -1, "delay": 0.1, "max_delay": 1.0},
+            **(tls.kazoo_options() if tls is not None else {}),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state_listeners: list[Callable[[str], None]] = []
@@ -217,10 +257,12 @@ class ZkClient:
     # ---- operations --------------------------------------------------------------
 
     async def get(self, path: str, watch: WatchCallback | None = None) -> tuple[bytes, ZnodeStat]:
-        result: tuple[bytes, ZnodeStat] = await _to_future(
-            self.loop, self.kazoo.get_async(path, watch=self._watch(watch))
-        )
+        result: tuple[bytes, ZnodeStat] = await self.get_future(path, watch)
         return result
+
+    def get_future(self, path: str, watch: WatchCallback | None = None) -> asyncio.Future[tuple[bytes, ZnodeStat]]:
+        """The read sent now, its answer a future (several reads in flight without a task each)."""
+        return _to_future(self.loop, self.kazoo.get_async(path, watch=self._watch(watch)))
 
     async def exists(self, path: str, watch: WatchCallback | None = None) -> ZnodeStat | None:
         result: ZnodeStat | None = await _to_future(self.loop, self.kazoo.exists_async(path, watch=self._watch(watch)))

@@ -23,13 +23,13 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from zkop.api import Problem, Resource, ResourceValidationError, check_update, resolve_kind, to_dict
 from zkop.client.bridge import Op, TransactionFailed
-from zkop.store.codec import decode, encode, encode_status, now
+from zkop.store.codec import encode, encode_status, now
 from zkop.store.errors import AlreadyExists, Conflict, CorruptObject, NotFound
 from zkop.store.events import EventRecord, Events
 from zkop.store.modify import modify
 from zkop.store.selector import Selector, parse_selector
 from zkop.store.watch import Watcher, WatchEvent
-from zkop.store.znodes import Fence
+from zkop.store.znodes import Fence, Known
 
 
 @dataclass
@@ -67,7 +67,16 @@ class Store(Events):
         status = encode_status(new)
         await self._ensure(self.ns_path(info, new.namespace))
         try:
-            await self._commit([Op.create(path, raw, acl=self.acl), Op.create(path + "/status", status, acl=self.acl)])
+            # The status znode is made empty and then set in the same transaction: a set answers
+            # with the znode's stat, so the object's version (the transaction's zxid, which both
+            # znodes share) comes back without a second round trip.
+            written = await self._commit(
+                [
+                    Op.create(path, raw, acl=self.acl),
+                    Op.create(path + "/status", b"", acl=self.acl),
+                    Op.set(path + "/status", status, 0),
+                ]
+            )
         except TransactionFailed as exc:
             if isinstance(exc.error, NodeExistsError):
                 raise AlreadyExists(
@@ -76,7 +85,12 @@ class Store(Events):
             if isinstance(exc.error, NoNodeError):
                 self._ensured.discard(self.ns_path(info, new.namespace))
             raise
-        return await self.get(info.kind, new.namespace, new.name)
+        # What a read would return, without reading it back: what was written, at the version
+        # the write made.
+        zxid = written[2].mzxid
+        created = new.model_copy(update={"metadata": meta.model_copy(update={"resource_version": str(zxid)})})
+        self._cache.put(path, Known(zxid, 0, zxid, created))
+        return created
 
     async def get_fresh(self, kind: str, namespace: str, name: str) -> Resource:
         """Sync the session's server with the leader first: a new session may sit on a follower
@@ -135,11 +149,18 @@ class Store(Events):
                 f"{info.kind.lower()} {obj.key}: update needs metadata.resourceVersion",
                 hint="read the object first and send back its resourceVersion",
             )
-        current, stat, _ = await self._read(info, obj.namespace, obj.name)
-        if str(stat.mzxid) != obj.metadata.resource_version:
+        path = self.obj_path(info, obj.namespace, obj.name)
+        known = self._cache.get(path)
+        if known is not None and str(known.mzxid) == obj.metadata.resource_version:
+            # The version named was read here: no second read; the compare-and-set decides.
+            current, version, mzxid = known.obj, known.version, known.mzxid
+        else:
+            current, stat, _ = await self._read(info, obj.namespace, obj.name)
+            version, mzxid = stat.version, stat.mzxid
+        if str(mzxid) != obj.metadata.resource_version:
             raise Conflict(
                 f"{info.kind.lower()} {obj.key} was changed by someone else "
-                f"(resourceVersion {obj.metadata.resource_version} is stale, now {stat.mzxid})",
+                f"(resourceVersion {obj.metadata.resource_version} is stale, now {mzxid})",
                 hint="read it again and retry",
             )
         check_update(current, obj)
@@ -153,14 +174,15 @@ class Store(Events):
             }
         )
         new = obj.model_copy(update={"metadata": meta})
-        path = self.obj_path(info, obj.namespace, obj.name)
         try:
             if meta.deletion_timestamp is not None and not meta.finalizers:
-                await self._commit([Op.check(path, stat.version), Op.delete(path + "/status"), Op.delete(path)])
+                await self._commit([Op.check(path, version), Op.delete(path + "/status"), Op.delete(path)])
+                self._cache.drop(path)
                 return new
             encoded = encode(new)
-            written = (await self._commit([Op.set(path, encoded, stat.version)]))[0]
+            written = (await self._commit([Op.set(path, encoded, version)]))[0]
         except TransactionFailed as exc:
+            self._cache.drop(path)
             if isinstance(exc.error, BadVersionError):
                 raise Conflict(
                     f"{info.kind.lower()} {obj.key} was changed by someone else",
@@ -169,9 +191,20 @@ class Store(Events):
             if isinstance(exc.error, NoNodeError):
                 raise NotFound(f"{info.kind.lower()} {obj.key} not found") from None
             raise
-        # What a read would return, without one: the bytes written, the version the write made,
-        # and the status read above (a status write never changes the resourceVersion).
-        return decode(path, info, encoded, written.mzxid, None).model_copy(update={"status": current.status})
+        # What a read would return, without one: what was written, at the version the write made,
+        # with the status as last read (a status write never changes the resourceVersion).
+        result = new.model_copy(
+            update={
+                "metadata": meta.model_copy(update={"resource_version": str(written.mzxid)}),
+                "status": current.status,
+            }
+        )
+        known = self._cache.get(path)
+        if known is not None and known.obj is current:
+            self._cache.put(path, Known(written.mzxid, written.version, known.status_version, result))
+        else:
+            self._cache.drop(path)
+        return result
 
     async def modify(
         self, kind: str, namespace: str, name: str, change: Callable[[Resource], Resource | None]
@@ -185,12 +218,20 @@ class Store(Events):
         path = self.obj_path(info, obj.namespace, obj.name)
         raw = encode_status(obj)
         try:
-            await self._commit([Op.check(path, -1), Op.set(path + "/status", raw)])
+            written = (await self._commit([Op.check(path, -1), Op.set(path + "/status", raw)]))[1]
         except TransactionFailed as exc:
+            self._cache.drop(path)
             if isinstance(exc.error, NoNodeError):
                 raise NotFound(f"{info.kind.lower()} {obj.key} not found") from None
             raise
-        return await self.get(info.kind, obj.namespace, obj.name)
+        # No read back: the object as given, with the status written (the object's own version
+        # is untouched by a status write).
+        known = self._cache.get(path)
+        if known is not None and str(known.mzxid) == obj.metadata.resource_version:
+            self._cache.put(path, Known(known.mzxid, known.version, written.mzxid, obj))
+        else:
+            self._cache.drop(path)
+        return obj
 
     async def delete(self, kind: str, namespace: str, name: str) -> Literal["deleted", "terminating"]:
         """Delete now, or mark for deletion while finalizers remain."""

@@ -13,6 +13,7 @@ from kazoo.protocol.states import EventType, WatchedEvent
 
 from zkop.api import Resource
 from zkop.api.registry import KindInfo
+from zkop.store.codec import decode
 from zkop.store.errors import CorruptObject, NotFound
 from zkop.store.znodes import Znodes
 
@@ -57,7 +58,11 @@ class Watcher:
 
             def fire(event: WatchedEvent) -> None:
                 if not self.closed and event.type != EventType.NONE:
-                    self.dirty.put_nowait((tag, arg))
+                    if tag == "obj" and event.type == EventType.CHANGED and not event.path.endswith("/status"):
+                        # Only the object znode changed: its status (still watched) need not be read.
+                        self.dirty.put_nowait(("data", arg))
+                    else:
+                        self.dirty.put_nowait((tag, arg))
 
             hop = self.client.hop(fire)
             self._hops[key] = hop
@@ -102,6 +107,8 @@ class Watcher:
                             events += await self._on_namespace(arg)
                         elif tag == "obj":
                             events += await self._on_object(arg)
+                        elif tag == "data" and ("obj", arg) not in batch:
+                            events += await self._on_data(arg)
                 for event in events:
                     yield event
         finally:
@@ -206,6 +213,23 @@ class Watcher:
 
     async def _on_object(self, key: str) -> list[WatchEvent]:
         return self._diff(key, await self._fetch(key))
+
+    async def _on_data(self, key: str) -> list[WatchEvent]:
+        """The object znode changed, its status did not: one read, the known status kept."""
+        old = self.known.get(key)
+        if old is None:
+            return await self._on_object(key)
+        ns, name = key.split("/", 1)
+        path = self.store.obj_path(self.info, ns, name)
+        try:
+            raw, stat = await self.client.get(path, watch=self._hop("obj", key))
+        except NoNodeError:
+            return self._diff(key, None)
+        try:
+            obj = decode(path, self.info, raw, stat.mzxid, None).model_copy(update={"status": old[0].status})
+        except CorruptObject as exc:
+            return self._diff(key, exc)
+        return self._diff(key, (obj, (stat.mzxid, old[1][1])))
 
 
 __all__ = ["RELIST_BATCH", "WatchEvent", "Watcher"]

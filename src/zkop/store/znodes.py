@@ -11,6 +11,7 @@ Layout under the root (default ``/zkop``)::
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,39 @@ class Fence:
     epoch: int | None = None
 
 
+@dataclass
+class Known:
+    """An object as last read or written: its version (mzxid), the znode's data version (what a
+    compare-and-set names), and the decoded object."""
+
+    mzxid: int
+    version: int
+    status_version: int | None
+    obj: Resource
+
+
+class ReadCache:
+    """Decoded objects by path, so a trusted znode is decoded once per version, and an update
+    that names the version last read needs no second read (its compare-and-set still decides).
+    Bounded; shared by the fenced copies of a store."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, Known] = OrderedDict()
+
+    def get(self, path: str) -> Known | None:
+        return self.entries.get(path)
+
+    def put(self, path: str, known: Known) -> None:
+        self.entries[path] = known
+        self.entries.move_to_end(path)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def drop(self, path: str) -> None:
+        self.entries.pop(path, None)
+
+
 class Znodes:
     """A root in ZooKeeper, the ACL of what is created under it, and the fence every write
     checks."""
@@ -51,6 +85,7 @@ class Znodes:
         self.acl = list(acl) if acl else None
         self.fence = fence or Fence()
         self._ensured: set[str] = set()
+        self._cache = ReadCache()
 
     # ---- paths -------------------------------------------------------------------
 
@@ -100,8 +135,8 @@ class Znodes:
         """The object with its status, and the stats of both znodes (the status one is None
         when missing). Both reads are sent at once; ``watch`` is left on both."""
         path = self.obj_path(info, namespace, name)
-        obj_task = asyncio.ensure_future(self.client.get(path, watch=watch))
-        status_task = asyncio.ensure_future(self.client.get(path + "/status", watch=watch))
+        obj_task = self.client.get_future(path, watch=watch)
+        status_task = self.client.get_future(path + "/status", watch=watch)
         try:
             raw, stat = await obj_task
         except BaseException as exc:
@@ -117,7 +152,12 @@ class Znodes:
             status_raw, status_stat = None, None
             if watch is not None:
                 await self.client.exists(path + "/status", watch=watch)
-        return decode(path, info, raw, stat.mzxid, status_raw), stat, status_stat
+        status_version = status_stat.mzxid if status_stat is not None else None
+        known = self._cache.get(path)
+        if known is None or (known.mzxid, known.status_version) != (stat.mzxid, status_version):
+            known = Known(stat.mzxid, stat.version, status_version, decode(path, info, raw, stat.mzxid, status_raw))
+            self._cache.put(path, known)
+        return known.obj, stat, status_stat
 
 
 __all__ = ["Fence", "Znodes"]
