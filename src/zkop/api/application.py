@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, WithJsonSchema, model_validator
 
 from zkop.api.errors import FieldProblems, LocItem
 from zkop.api.meta import (
@@ -116,6 +116,57 @@ def _env_from_map(value: Any) -> Any:
 
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
+#: A container image reference, ``[registry[:port]/]repository[:tag][@digest]`` (the grammar of
+#: the distribution project's references, without IPv6 registries), as a regular expression that
+#: Python, JSON Schema and Kubernetes (RE2) read alike. Repository paths are lowercase.
+_REGISTRY = r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*(:[0-9]+)?/"
+_PATH_PART = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    f"^({_REGISTRY})?{_PATH_PART}(/{_PATH_PART})*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+IMAGE_MAX_LENGTH = 512
+_IMAGE = re.compile(IMAGE_PATTERN)
+
+
+def check_image(value: str) -> str:
+    """Return ``value`` if it is a container image reference, else raise ValueError."""
+    if not value.strip():
+        raise ValueError("must not be empty; leave the field out for the platform's default image")
+    if len(value) > IMAGE_MAX_LENGTH or not _IMAGE.fullmatch(value):
+        shown = value if len(value) <= 70 else value[:70] + "..."
+        raise ValueError(
+            f"{shown!r} is not a valid image reference; expected [registry[:port]/]repository[:tag][@digest], "
+            f"with a lowercase repository, at most {IMAGE_MAX_LENGTH} characters (e.g. 'ghcr.io/acme/counter:1.2')"
+        )
+    return value
+
+
+#: A container image reference (``ghcr.io/acme/counter:1.2``).
+ImageName = Annotated[
+    str,
+    AfterValidator(check_image),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": IMAGE_MAX_LENGTH, "pattern": IMAGE_PATTERN}),
+]
+
+#: Labels every Pod of an Application carries (on platforms that label instances: Kubernetes); the
+#: controller reports them as ``status.selector``, which the scale subresource gives to a
+#: HorizontalPodAutoscaler.
+APP_LABEL = "zkop.io/application"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "zkop"
+
+
+def instance_labels(app_name: str) -> dict[str, str]:
+    """The labels that select every instance of the Application ``app_name`` (in its namespace)."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, APP_LABEL: app_name}
+
+
+def instance_selector(app_name: str) -> str:
+    """:func:`instance_labels` as a label selector string (``status.selector``)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(instance_labels(app_name).items()))
+
+
 # -- template ----------------------------------------------------------------------------
 
 
@@ -164,7 +215,11 @@ class ApplicationTemplate(ApiModel):
         description="Environment variables: a map NAME: value, or a list of {name, value}.",
     )
     working_dir: str | None = Field(default=None, description="Directory the process starts in (local platform).")
-    image: str | None = Field(default=None, description="(kubernetes) Container image that holds the command.")
+    image: ImageName | None = Field(
+        default=None,
+        description="(kubernetes) Container image that holds the command (default: the operator's own image, "
+        "which has Python and zkop); the local platform runs the command on the machine.",
+    )
     ports: list[ContainerPort] = Field(default_factory=list, description="Ports the application listens on.")
 
     @model_validator(mode="after")

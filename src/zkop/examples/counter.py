@@ -1,7 +1,7 @@
 """A small HTTP service that counts its requests in its ZooKeeper.
 
-Run by zkop with ``PORT``, ``ZK_HOSTS`` (its ZookeeperCluster), ``ZKOP_INSTANCE`` and,
-for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_REGISTRY_AUTH``/
+Run by zkop with ``HOST`` and ``PORT`` (where to listen), ``ZK_HOSTS`` (its ZookeeperCluster),
+``ZKOP_INSTANCE`` and, for load reports, ``ZKOP_REGISTRY_HOSTS``/``ZKOP_REGISTRY_ROOT``/``ZKOP_REGISTRY_AUTH``/
 ``ZKOP_NAMESPACE``/``ZKOP_APP``.
 
     GET /           -> "<instance> <count>" (the count is shared by all instances of the
@@ -89,6 +89,8 @@ class Counter:
 async def handle(counter: Counter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         request = (await reader.readline()).decode("latin-1").split()
+        if not request:
+            return  # a connection closed without a request (a TCP probe): nothing to count
         while (await reader.readline()) not in (b"\r\n", b"\n", b""):
             pass
         method, target = (request[0], request[1]) if len(request) >= 2 else ("GET", "/")
@@ -125,7 +127,8 @@ async def handle(counter: Counter, reader: asyncio.StreamReader, writer: asyncio
 async def main() -> None:
     counter = await asyncio.to_thread(Counter)
     port = int(os.environ.get("PORT", "8080"))
-    server = await asyncio.start_server(lambda r, w: handle(counter, r, w), "127.0.0.1", port)
+    host = os.environ.get("HOST", "127.0.0.1")  # zkop gives it: 127.0.0.1 locally, 0.0.0.0 in a Pod
+    server = await asyncio.start_server(lambda r, w: handle(counter, r, w), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

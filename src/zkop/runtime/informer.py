@@ -18,6 +18,8 @@ from zkop.store.base import ResourceStore
 
 log = logging.getLogger(__name__)
 
+RETRY_MIN, RETRY_MAX = 0.5, 10.0  # seconds between attempts to list and watch again
+
 # (event, old, new): event is ADDED | MODIFIED | DELETED | RESYNC
 Handler = Callable[[str, Resource | None, Resource | None], None]
 
@@ -77,21 +79,40 @@ class Informer:
                 self._emit("RESYNC", obj, obj)
 
     async def run(self) -> None:
+        """List and watch until cancelled. A failed list or watch (the API server still
+        initialising a new kind's storage, a 429, a dropped connection) is retried with a
+        back-off from the cache's versions: it only delays, it never ends the controller."""
         resync = asyncio.create_task(self._resync_loop())
+        backoff = RETRY_MIN
         try:
-            stream = self.store.watch(
-                self.kind,
-                self.namespace,
-                resume_from={k: v.metadata.resource_version or "" for k, v in self.cache.items()} or None,
-                relist_interval=self.relist_period,
-            )
-            try:
-                async for event in stream:
-                    self._apply(event)
-            finally:
-                with contextlib.suppress(Exception):
-                    await stream.aclose()  # type: ignore[attr-defined]
+            while True:
+                try:
+                    await self._watch()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if self.synced.is_set():
+                        backoff = RETRY_MIN  # it had listed: a fresh failure starts the back-off over
+                    self.synced.clear()
+                    log.warning("list/watch of %s failed (%s); again in %.1fs", self.kind, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
         finally:
             resync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await resync
+
+    async def _watch(self) -> None:
+        stream = self.store.watch(
+            self.kind,
+            self.namespace,
+            resume_from={k: v.metadata.resource_version or "" for k, v in self.cache.items()} or None,
+            relist_interval=self.relist_period,
+        )
+        try:
+            async for event in stream:
+                self._apply(event)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]

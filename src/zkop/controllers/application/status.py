@@ -7,14 +7,28 @@ import datetime as dt
 from collections.abc import Sequence
 
 from zkop.api import Application
-from zkop.api.application import ApplicationStatus, InstanceStatus
+from zkop.api.application import ApplicationStatus, InstanceStatus, instance_selector
 from zkop.controllers.application import plan as P
 from zkop.controllers.application.autoscale import ScaleDecision
 from zkop.platform.base import InstanceObservation
 from zkop.runtime.conditions import merge_conditions
 
 # Every condition type this controller sets; one it did not compute this time is stale.
-APP_CONDITIONS = ("Available", "ClusterReady", "Degraded", "LimitsEnforced", "Progressing", "Schedulable")
+APP_CONDITIONS = (
+    "Available",
+    "ClusterReady",
+    "Degraded",
+    "LimitsEnforced",
+    "MetricsAvailable",
+    "Progressing",
+    "Schedulable",
+)
+# An instance this new may not have been measured yet: it says nothing about missing metrics.
+METRICS_GRACE = dt.timedelta(seconds=10)
+NO_METRICS_HINT = (
+    "the platform reports no CPU usage, so CPU-based autoscaling keeps the current count "
+    "(on Kubernetes it reads the metrics API, metrics.k8s.io: install metrics-server)"
+)
 
 
 def instance_status(obs: InstanceObservation) -> InstanceStatus:
@@ -31,6 +45,26 @@ def instance_status(obs: InstanceObservation) -> InstanceStatus:
         reason=obs.reason,
         message=obs.message,
     )
+
+
+def metrics_condition(
+    app: Application, observed: Sequence[InstanceObservation], at: dt.datetime
+) -> tuple[bool, str, str] | None:
+    """``MetricsAvailable`` when autoscaling on CPU: False when no ready instance measured long
+    enough reports CPU usage (the platform has no metrics), True when some do; None when it is not
+    for this reconcile to say (no CPU metric, or no instance ready long enough to judge)."""
+    auto = app.spec.autoscaling
+    if auto is None or not any(m.type == "cpu" for m in auto.metrics):
+        return None
+    since = (at - METRICS_GRACE).timestamp()
+    judged = [o for o in observed if o.ready and (o.started_at is None or o.started_at <= since)]
+    if not judged:
+        return None
+    measured = [o.name for o in judged if o.cpu_usage is not None]
+    if not measured:
+        names = ", ".join(o.name for o in judged[:5]) + (", ..." if len(judged) > 5 else "")
+        return False, "NoCpuMetrics", f"no CPU usage for {names}: {NO_METRICS_HINT}"
+    return True, "CpuMetrics", f"{len(measured)}/{len(judged)} ready instances report CPU usage"
 
 
 def status_for(
@@ -88,6 +122,12 @@ def status_for(
             "Enforced" if not not_enforced else "NotEnforced",
             "; ".join([*sorted(enforced), *sorted(not_enforced)]),
         )
+    drop: tuple[str, ...] = APP_CONDITIONS
+    metrics = metrics_condition(app, observed, at)
+    if metrics is not None:
+        conds["MetricsAvailable"] = metrics
+    elif app.spec.autoscaling is not None and any(m.type == "cpu" for m in app.spec.autoscaling.metrics):
+        drop = tuple(c for c in APP_CONDITIONS if c != "MetricsAvailable")  # nothing to judge by: kept
     return app.status.model_copy(
         update={
             "observed_generation": app.metadata.generation,
@@ -99,11 +139,14 @@ def status_for(
             "current_metric": decision.metric if decision is not None else None,
             "desired_replicas": desired,
             "last_scale_time": at if scaled else app.status.last_scale_time,
+            # The label selector of its Pods where the platform labels instances: the scale
+            # subresource reports it, so a HorizontalPodAutoscaler can target the Application.
+            "selector": instance_selector(app.name),
             "conditions": merge_conditions(
-                app.status.conditions, conds, generation=app.metadata.generation, drop=APP_CONDITIONS, at=at
+                app.status.conditions, conds, generation=app.metadata.generation, drop=drop, at=at
             ),
         }
     )
 
 
-__all__ = ["APP_CONDITIONS", "instance_status", "status_for"]
+__all__ = ["APP_CONDITIONS", "instance_status", "metrics_condition", "status_for"]

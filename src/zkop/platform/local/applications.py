@@ -199,6 +199,7 @@ class LocalInstancePlatform:
             "ZKOP_INSTANCE": rec.name,
             "ZKOP_NAMESPACE": ref.namespace,
             "ZKOP_APP": ref.name,
+            "HOST": self.host,  # where to listen: this machine's loopback (a Pod listens on all its addresses)
             "PORT": str(rec.port),
             **{env_name(n): str(p) for n, p in rec.ports.items()},
         }
