@@ -126,7 +126,7 @@ async def latency(conn: Connection, store: Store, updates: int) -> dict[str, Any
     path = store.obj_path(resolve_kind("OperatorConfig"), "default", "latency")
     counting = Counting()
     starts: list[float] = []
-    ctrl = Controller("latency", "OperatorConfig", counting, workers=1, resync_period=3600, relist_period=None)
+    ctrl = Controller("latency", "OperatorConfig", counting, max_concurrent_reconciles=1, resync_period=3600, relist_period=None)
     ctrl.on_reconcile_start = lambda request: starts.append(time.monotonic())
     manager = Manager(conn, ManagerOptions(name="lat", leader_elect=False, metrics_port=None), controllers=[ctrl])
     task = asyncio.create_task(manager.run())
@@ -227,7 +227,7 @@ class Pass:
 
     def __init__(self, conn: Connection, counting: Counting, options: ManagerOptions, **ctrl: Any) -> None:
         self.counting = counting
-        self.controller = CountingController("bulk", "OperatorConfig", counting, workers=4, **ctrl)
+        self.controller = CountingController("bulk", "OperatorConfig", counting, max_concurrent_reconciles=64, **ctrl)
         self.manager = Manager(conn, options, controllers=[self.controller])
         self.task: asyncio.Task[None] | None = None
 

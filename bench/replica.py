@@ -38,7 +38,7 @@ MANAGER_NAME = "bench"
 
 async def run_zkop(hosts: str, creds: str, identity: str, timeout: float) -> None:
     user, password = creds.split(":", 1)
-    controller = Controller("bench", "OperatorConfig", OperatorConfigReconciler(), workers=1)
+    controller = Controller("bench", "OperatorConfig", OperatorConfigReconciler(), max_concurrent_reconciles=1)
     manager = Manager(
         Connection(hosts=hosts, user=user, password=password),
         ManagerOptions(name=MANAGER_NAME, session_timeout=timeout, identity=identity, metrics_port=None),

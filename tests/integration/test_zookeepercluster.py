@@ -125,7 +125,7 @@ async def operator(connection: Connection, store: Store, tmp_path: Path) -> Asyn
     local = LocalPlatform(state, "zkop-operator")
     platform = LocalZookeeperPlatform(state, local.fence)
     reconciler = zkc_controller.ZookeeperClusterReconciler(platform, unresponsive_grace=5.0)
-    ctrl = zkc_controller.Controller("zookeepercluster", "ZookeeperCluster", reconciler, workers=2)
+    ctrl = zkc_controller.Controller("zookeepercluster", "ZookeeperCluster", reconciler, max_concurrent_reconciles=2)
     manager = Manager(
         connection,
         ManagerOptions(name="zkc-test", session_timeout=6.0, metrics_port=None),

@@ -75,7 +75,8 @@ class Controller:
         kind: str,
         reconciler: Reconciler,
         *,
-        workers: int = 2,
+        max_concurrent_reconciles: int = 2,
+        workers: int | None = None,
         resync_period: float = 30.0,
         relist_period: float | None = 60.0,
         namespace: str | None = None,
@@ -86,7 +87,9 @@ class Controller:
         self.name = name
         self.kind = kind
         self.reconciler = reconciler
-        self.workers = workers
+        # Reconciles in flight at once (controller-runtime's MaxConcurrentReconciles); the
+        # queue still never hands one key to two of them.
+        self.workers = workers if workers is not None else max_concurrent_reconciles
         self.resync_period = resync_period
         self.relist_period = relist_period
         self.namespace = namespace

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 
 from zkop.api import Resource, resolve_kind
 from zkop.client.bridge import Op, TransactionFailed
@@ -85,8 +85,28 @@ class Events(Znodes):
     ) -> None:
         """Record an event about something that is not a stored object (the control plane)."""
         base = self.events_path(namespace, plural, name)
-        await self._ensure(base)
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if await self._record_known(base, type_, reason, message, stamp, kind, namespace, name, source):
+            return
+        record = EventRecord(type_, reason, message[:2000], kind, namespace, name, 1, stamp, stamp, source)
+        if base not in self._ensured:
+            # The object's first event, most likely: its folder and the event in one transaction.
+            await self._ensure(base.rsplit("/", 1)[0])
+            try:
+                created = await self._commit(
+                    [
+                        Op.create(base, b"", acl=self.acl),
+                        Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True),
+                    ]
+                )
+            except TransactionFailed as exc:
+                if not isinstance(exc.error, NodeExistsError):
+                    raise
+            else:
+                self._ensured.add(base)
+                self._newest_events[base] = (str(created[1]), record, 0, 1)
+                return
+            self._ensured.add(base)
         children = sorted(await self._children(base))
         if children:
             newest = f"{base}/{children[-1]}"
@@ -99,12 +119,49 @@ class Events(Znodes):
                     return
             except (NoNodeError, ValueError, TransactionFailed):
                 pass
-        record = EventRecord(type_, reason, message[:2000], kind, namespace, name, 1, stamp, stamp, source)
-        await self._commit([Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True)])
+        created = await self._commit([Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True)])
         excess = len(children) + 1 - MAX_EVENTS_PER_OBJECT
         for old in children[: max(0, excess)]:
             with contextlib.suppress(NoNodeError):
                 await self.client.delete(f"{base}/{old}")
+        self._newest_events[base] = (str(created[0]), record, 0, min(len(children) + 1, MAX_EVENTS_PER_OBJECT))
+
+    async def _record_known(
+        self,
+        base: str,
+        type_: str,
+        reason: str,
+        message: str,
+        stamp: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        source: str,
+    ) -> bool:
+        """One write instead of a listing, when this store wrote the newest event of ``base``
+        itself: bump it (compare-and-set: another writer makes this fall back) or add one, while
+        the object has room. False: the full path (list, bound) must run."""
+        known = self._newest_events.get(base)
+        if known is None:
+            return False
+        path, prev, version, count = known
+        try:
+            if (prev.type, prev.reason, prev.message) == (type_, reason, message):
+                bumped = EventRecord(**{**prev.__dict__, "count": prev.count + 1, "last_timestamp": stamp})
+                written = await self._commit([Op.set(path, dumps(bumped.to_json()), version)])
+                self._newest_events[base] = (path, bumped, written[0].version, count)
+                return True
+            if count >= MAX_EVENTS_PER_OBJECT:
+                return False  # the list must be trimmed
+            record = EventRecord(type_, reason, message[:2000], kind, namespace, name, 1, stamp, stamp, source)
+            created = await self._commit(
+                [Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True)]
+            )
+        except TransactionFailed:
+            self._newest_events.pop(base, None)
+            return False
+        self._newest_events[base] = (str(created[0]), record, 0, count + 1)
+        return True
 
     async def list_events(
         self, namespace: str | None = None, *, kind: str | None = None, name: str | None = None

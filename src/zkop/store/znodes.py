@@ -86,6 +86,8 @@ class Znodes:
         self.fence = fence or Fence()
         self._ensured: set[str] = set()
         self._cache = ReadCache()
+        # base -> (path, record, znode version, events kept): the newest event this store wrote.
+        self._newest_events: dict[str, tuple[str, Any, int, int]] = {}
 
     # ---- paths -------------------------------------------------------------------
 

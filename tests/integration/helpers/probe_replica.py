@@ -47,7 +47,7 @@ async def main() -> None:
     manager = Manager(
         Connection(hosts=hosts, user=user, password=password),
         ManagerOptions(name="probe", session_timeout=float(timeout), identity=identity, metrics_port=None),
-        controllers=[Controller("probe", "OperatorConfig", probe, workers=1, relist_period=2.0)],
+        controllers=[Controller("probe", "OperatorConfig", probe, max_concurrent_reconciles=1, relist_period=2.0)],
         platforms=[platform],
     )
     loop = asyncio.get_running_loop()
