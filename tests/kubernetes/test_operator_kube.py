@@ -170,8 +170,8 @@ def test_a_paused_leader_changes_nothing_after_a_standby_took_over(
         a,
     )
     after = opconfig(cp, ns)
-    # It did try (its watch delivered the change the moment it woke) and was refused.
-    assert "fenced: an action of this term was refused" in a.text()
+    # Whether its watch delivered the change before it learnt its session was gone (then its
+    # write was refused: "fenced" in its log) or after (then it never tried), nothing changed.
     assert after["status"] == before["status"]
     assert after["status"]["leader"] == "replica-b" and after["status"]["epoch"] == 2
     assert after["metadata"]["annotations"]["zkop.io/epoch"] == "2"
