@@ -166,6 +166,9 @@ def run_cmd(
     root: str | None = root_option(),
     identity: str | None = typer.Option(None, "--identity", help="This replica's name (default host:pid)."),
     metrics_port: int = typer.Option(0, "--metrics-port", help="Port for /metrics, /healthz, /readyz (0: any)."),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", "--metrics-host", help="Address to serve them on (0.0.0.0 in a Pod, for probes and scrapes)."
+    ),
     log_level: str = typer.Option("INFO", "--log-level"),
     kubeconfig: str | None = typer.Option(
         None,
@@ -209,6 +212,7 @@ def run_cmd(
         manager = await build_manager(
             conn, state_dir, cfg, identity, metrics_port, kube=kube, platform_name=platform_name, app_image=app_image
         )
+        manager.options.metrics_host = metrics_host
         stop = asyncio.Event()
 
         def on_signal() -> None:
