@@ -51,6 +51,7 @@ from zkop.api.registry import KINDS, KindInfo
 from zkop.api.zookeepercluster import (
     CONFIG_KEY_PATTERN,
     RESERVED_CONFIG_KEYS,
+    CertificatesSpec,
     JvmSpec,
     ZookeeperClusterSpec,
     ZookeeperConfig,
@@ -172,7 +173,9 @@ def _session_timeout_rules() -> tuple[Rule, ...]:
 #: additionalConfig keys zkop writes itself: those of RESERVED_CONFIG_KEYS and server.N, group.N
 #: and weight.N, each also after the ``zookeeper.`` system-property prefix.
 RESERVED_CONFIG_KEY_PATTERN = (
-    r"^(zookeeper\.)?(" + "|".join(re.escape(key) for key in RESERVED_CONFIG_KEYS) + r"|(server|group|weight)\.[0-9]+)$"
+    r"^(zookeeper\.)?("
+    + "|".join(re.escape(key) for key in RESERVED_CONFIG_KEYS)
+    + r"|(server|group|weight)\.[0-9]+|ssl\..*)$"
 )
 #: Values of additionalConfig: one line.
 CONFIG_VALUE_PATTERN = r"^[^\r\n\x00]*$"
@@ -182,7 +185,7 @@ def _additional_config_rules() -> tuple[Rule, ...]:
     return (
         Rule(
             rule=f"self.all(k, !k.matches(r'{RESERVED_CONFIG_KEY_PATTERN}'))",
-            message="a key is managed by zkop: server.N, group.N, weight.N, "
+            message="a key is managed by zkop: server.N, group.N, weight.N, ssl.*, "
             + ", ".join(RESERVED_CONFIG_KEYS)
             + " (also after 'zookeeper.') are refused",
             covers="_check_additional_config",
@@ -264,6 +267,17 @@ MODEL_RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
     ResourceRequirements: (_request_within_limit("cpu"), _request_within_limit("memory")),
     ZookeeperConfig: _session_timeout_rules(),
     ZookeeperClusterSpec: (_heap_within_memory_limit(),),
+    CertificatesSpec: (
+        Rule(
+            rule=_when(
+                _present("self.validitySeconds", "self.renewBeforeSeconds"),
+                "self.renewBeforeSeconds < self.validitySeconds",
+            ),
+            message="is not below validitySeconds; members would be restarted for new certificates all the time",
+            field_path=".renewBeforeSeconds",
+            covers="_renew_within_validity",
+        ),
+    ),
     OperatorConfigSpec: (
         Rule(
             rule=_when(

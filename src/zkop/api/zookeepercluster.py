@@ -21,6 +21,7 @@ _OWN_MEMBERSHIP = "zkop owns the ensemble membership; change spec.replicas inste
 _OWN_STORAGE = "zkop places the data on the platform's storage (see spec.storage)"
 _OWN_PORTS = "zkop allocates the ports and publishes them in status.connectionString"
 _OWN_ADMIN = "zkop uses the AdminServer to observe members and allocates its port"
+_OWN_TLS = "zkop configures TLS from spec.tls (certificates, ports, quorum TLS)"
 
 #: zoo.cfg keys zkop writes itself, with the reason each is refused in additionalConfig.
 RESERVED_CONFIG_KEYS: dict[str, str] = {
@@ -39,6 +40,11 @@ RESERVED_CONFIG_KEYS: dict[str, str] = {
     "admin.enableServer": _OWN_ADMIN,
     "admin.serverAddress": _OWN_ADMIN,
     "admin.serverPort": _OWN_ADMIN,
+    "serverCnxnFactory": _OWN_TLS,
+    "sslQuorum": _OWN_TLS,
+    "portUnification": _OWN_TLS,
+    "client.portUnification": _OWN_TLS,
+    "authProvider.x509": _OWN_TLS,
     "tickTime": "set spec.config.tickTime instead",
     "initLimit": "set spec.config.initLimit instead",
     "syncLimit": "set spec.config.syncLimit instead",
@@ -52,6 +58,7 @@ _RESERVED_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^server\.\d+$"), _OWN_MEMBERSHIP),
     (re.compile(r"^group\.\d+$"), _OWN_MEMBERSHIP),
     (re.compile(r"^weight\.\d+$"), _OWN_MEMBERSHIP),
+    (re.compile(r"^ssl\."), _OWN_TLS),
 )
 #: Keys allowed in additionalConfig (besides the reserved ones), as a regular expression that
 #: Python, JSON Schema and Kubernetes (RE2) read alike.
@@ -231,6 +238,77 @@ class StorageSpec(ApiModel):
     )
 
 
+class ClientTls(ApiModel):
+    """TLS on the members' client ports."""
+
+    mode: Literal["Tls", "Both"] = Field(
+        default="Tls",
+        description="Tls: clients connect with TLS only, presenting a certificate signed by the cluster's CA "
+        "(`zkop zkc cert`); Both: the client port accepts TLS and plain connections (for a migration).",
+    )
+
+
+class QuorumTls(ApiModel):
+    """TLS between the members (quorum and leader election)."""
+
+    mode: Literal["Tls", "Both", "Accept"] = Field(
+        default="Tls",
+        description="Tls: members talk TLS only; Both: they connect with TLS and still accept plain peers; "
+        "Accept: they connect plain and accept TLS peers. Turning quorum TLS on in a running cluster goes "
+        "Accept, then Both, then Tls (each a rolling restart).",
+    )
+
+
+#: Bounds of certificate lifetimes, in seconds (a minute, for tests, up to ten years).
+MIN_VALIDITY, MAX_VALIDITY = 60, 10 * 365 * 24 * 3600
+
+
+class CertificatesSpec(ApiModel):
+    """Lifetimes of the certificates the operator issues to members (its CA lives ten years)."""
+
+    validity_seconds: int = Field(
+        default=90 * 24 * 3600,
+        ge=MIN_VALIDITY,
+        le=MAX_VALIDITY,
+        description="How long a member certificate is valid, in seconds (default 90 days).",
+    )
+    renew_before_seconds: int = Field(
+        default=30 * 24 * 3600,
+        ge=10,
+        le=MAX_VALIDITY,
+        description="A member whose certificate ends within this many seconds gets a new one by a rolling "
+        "restart (default 30 days); less than validitySeconds.",
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_validity(self) -> CertificatesSpec:
+        if self.renew_before_seconds >= self.validity_seconds:
+            raise FieldProblems(
+                [
+                    (
+                        ("renewBeforeSeconds",),
+                        f"{self.renew_before_seconds} is not below validitySeconds ({self.validity_seconds}); "
+                        "members would be restarted for new certificates all the time",
+                    )
+                ]
+            )
+        return self
+
+
+class TlsSpec(ApiModel):
+    """TLS of the ensemble; off unless client or quorum is given."""
+
+    client: ClientTls | None = Field(default=None, description="TLS on the client ports; on when present.")
+    quorum: QuorumTls | None = Field(default=None, description="TLS between members; on when present.")
+    certificates: CertificatesSpec = Field(
+        default_factory=CertificatesSpec, description="Lifetimes of the member certificates."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None or self.quorum is not None
+
+
 class ZookeeperClusterSpec(ApiModel):
     """Desired state of a ZooKeeper ensemble."""
 
@@ -254,6 +332,7 @@ class ZookeeperClusterSpec(ApiModel):
         description="CPU and memory requested and limited for each member.",
     )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Where and how members keep their data.")
+    tls: TlsSpec = Field(default_factory=TlsSpec, description="TLS for clients and between members (off by default).")
     paused: bool = Field(default=False, description="When true, the operator observes the cluster but changes nothing.")
 
     @field_validator("zookeeper_home", "image")
@@ -327,6 +406,10 @@ class ZookeeperClusterStatus(ApiModel):
     restarted_at: str | None = Field(
         default=None,
         description="The restart request (annotation zkop.io/restartedAt) the last finished rolling restart served.",
+    )
+    certificates_expire_at: str | None = Field(
+        default=None,
+        description="With TLS: when the first of the members' certificates ends (ISO 8601, UTC).",
     )
 
 

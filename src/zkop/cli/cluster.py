@@ -1,4 +1,4 @@
-"""``zkop restart zookeepercluster NAME``: ask for a rolling restart."""
+"""``zkop restart zookeepercluster NAME``: ask for a rolling restart; ``zkop zkc ...`` (:mod:`.zkc`)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ async def _restart(where: connect.Connection | KubeTarget, namespace: str, name:
 
 
 def register(app: typer.Typer) -> None:
+    from zkop.cli.zkc import app as zkc_app
+
+    app.add_typer(zkc_app, name="zkc")
+
     @app.command()
     def restart(
         ctx: typer.Context,

@@ -25,6 +25,7 @@ from zkop.api.application import Probe
 from zkop.errors import Fenced
 from zkop.zk.config import MemberAddress, ServerSettings
 from zkop.zk.fourlw import ServerState
+from zkop.zk.tls import TlsFiles
 
 __all__ = [
     "AppRef",
@@ -41,6 +42,8 @@ __all__ = [
     "PlatformEvents",
     "PortSpec",
     "Resources",
+    "TlsFiles",
+    "TlsPolicy",
     "ZookeeperPlatform",
 ]
 
@@ -81,10 +84,45 @@ class ClusterRef:
         return f"{self.namespace}/{self.name}"
 
 
+ClientTlsMode = Literal["Tls", "Both"]
+QuorumTlsMode = Literal["Tls", "Both", "Accept"]
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    """TLS of an ensemble. The platform keeps the cluster's certificate authority where no
+    member can read its private key, gives every member a certificate (valid ``validity``
+    seconds) for every name and address it is reached by, renews it at the member's next start
+    when less than ``renew_before`` seconds are left, and reports when each member's ends
+    (:attr:`MemberObservation.certificate_expires`), so the controller rolls members in time.
+
+    ``client``: ``Tls`` serves only TLS on the client port (a client certificate signed by the
+    cluster's CA is required); ``Both`` serves TLS and plain on it (a migration). ``quorum``:
+    ``Tls`` has peers talk TLS only; ``Both`` has them connect with TLS and accept plain peers
+    too; ``Accept`` has them connect plain and accept TLS peers (the first step of turning
+    quorum TLS on in a running ensemble: Accept, then Both, then Tls, each a rolling restart).
+    None: off."""
+
+    client: ClientTlsMode | None = None
+    quorum: QuorumTlsMode | None = None
+    validity: float = 90 * 24 * 3600.0
+    renew_before: float = 30 * 24 * 3600.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None or self.quorum is not None
+
+    @property
+    def client_in_config(self) -> bool:
+        """Whether members' lines in the dynamic configuration carry their client address (only
+        without client TLS: a TLS client port is ``secureClientPort`` in zoo.cfg)."""
+        return self.client is None
+
+
 @dataclass(frozen=True)
 class MemberTemplate:
     """What every member of an ensemble runs with. ``config_hash`` names this template:
-    a member started from another hash is stale and is rolled."""
+    a member started from another hash is stale and is rolled. ``tls``: None for none."""
 
     settings: ServerSettings
     config_hash: str
@@ -92,6 +130,11 @@ class MemberTemplate:
     image: str | None = None
     resources_requests: Resources = field(default_factory=Resources)
     resources_limits: Resources = field(default_factory=Resources)
+    tls: TlsPolicy | None = None
+
+    @property
+    def client_in_config(self) -> bool:
+        return self.tls is None or self.tls.client_in_config
 
 
 @dataclass(frozen=True)
@@ -118,6 +161,8 @@ class MemberObservation:
     # Where the operator reaches the client port now (a Pod's IP), when not at ``address``
     # (the stable name members and clients use).
     reach: str | None = None
+    client_tls: bool = False
+    certificate_expires: float | None = None
 
     @property
     def endpoint(self) -> str:
@@ -143,12 +188,15 @@ class ClusterObservation:
     ``next_id``: the lowest member id never handed out (ids are never reused).
     ``stored_membership``/``stored_config_version``: the newest dynamic configuration the
     members keep in their data, for when no member serves and none can be asked.
+    ``client_tls``: the operator's own client certificate for the cluster (files on the
+    operator's machine), for members whose client port speaks TLS; None without TLS.
     """
 
     members: tuple[MemberObservation, ...]
     next_id: int
     stored_membership: tuple[MemberAddress, ...] = ()
     stored_config_version: int | None = None
+    client_tls: TlsFiles | None = None
 
     def member(self, member_id: int) -> MemberObservation | None:
         return next((m for m in self.members if m.id == member_id), None)

@@ -12,12 +12,13 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError
 
 from zkop.zk import fourlw
+from zkop.zk.tls import TlsFiles
 
 
 @dataclass
 class Writer:
     """Writes sequential znodes under ``path`` as fast as it can (``run``, in a thread);
-    remembers every acknowledged one."""
+    remembers every acknowledged one. ``tls``: connect with TLS, presenting this certificate."""
 
     hosts: str
     path: str = "/seq"
@@ -27,9 +28,13 @@ class Writer:
     stop: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
     longest_gap: float = 0.0
+    tls: TlsFiles | None = None
+
+    def _client(self, hosts: str) -> KazooClient:
+        return KazooClient(hosts, timeout=10, **(self.tls.kazoo_options() if self.tls is not None else {}))
 
     def run(self) -> None:
-        client = KazooClient(self.hosts, timeout=10)
+        client = self._client(self.hosts)
         client.start(timeout=20)
         client.ensure_path(self.path)
         i, last_ok = 0, time.monotonic()
@@ -56,7 +61,7 @@ class Writer:
     def lost(self, hosts: str | None = None) -> list[int]:
         """The acknowledged writes that are not there (read through ``hosts``, default the
         ones written to). Blocking."""
-        client = KazooClient(hosts or self.hosts, timeout=10)
+        client = self._client(hosts or self.hosts)
         client.start(timeout=20)
         try:
             present = {int(n[1:]) for n in client.get_children(self.path)}

@@ -33,13 +33,21 @@ OWNED_KEYS = frozenset(
         "admin.serverPort",
         "DigestAuthenticationProvider.superDigest",
         "zookeeper.DigestAuthenticationProvider.superDigest",
+        # TLS (spec.tls): the connection factory, ports, key and trust stores, quorum TLS.
+        "secureClientPortAddress",
+        "serverCnxnFactory",
+        "sslQuorum",
+        "portUnification",
+        "client.portUnification",
+        "authProvider.x509",
     }
 )
 _SERVER_KEY = re.compile(r"^(server|group|weight)\.\d+$")
+_TLS_KEY = re.compile(r"^(zookeeper\.)?ssl\.")
 
 
 def is_owned_key(key: str) -> bool:
-    return key in OWNED_KEYS or bool(_SERVER_KEY.match(key))
+    return key in OWNED_KEYS or bool(_SERVER_KEY.match(key)) or bool(_TLS_KEY.match(key))
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,11 @@ class MemberAddress:
     def client_endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
 
-    def server_line(self) -> str:
-        return (
-            f"server.{self.id}={self.host}:{self.quorum_port}:{self.election_port}:{self.role};"
-            f"{self.host}:{self.client_port}"
-        )
+    def server_line(self, *, with_client: bool = True) -> str:
+        """``server.N=host:quorum:election:role;host:client``; without the client address when
+        the client port is not ZooKeeper's plain one (``secureClientPort``, in zoo.cfg)."""
+        line = f"server.{self.id}={self.host}:{self.quorum_port}:{self.election_port}:{self.role}"
+        return f"{line};{self.host}:{self.client_port}" if with_client else line
 
 
 _LINE = re.compile(
@@ -126,13 +134,71 @@ class ServerSettings:
             raise ValueError(f"additional configuration may not set keys zkop owns: {', '.join(bad)}")
 
 
+NETTY_FACTORY = "org.apache.zookeeper.server.NettyServerCnxnFactory"
+X509_PROVIDER = "org.apache.zookeeper.server.auth.X509AuthenticationProvider"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS of one member as zoo.cfg says it.
+
+    ``key_store``: one PEM file with the member's private key and certificate; ``trust_store``:
+    the PEM of the CA its peers and clients must be signed by (clients must present a
+    certificate: ``ssl.clientAuth=need``). ``secure_client``: serve TLS only on this member's
+    client address (``secureClientPort``); ``client_unified``: the plain client port answers
+    TLS too (``client.portUnification``). ``quorum``: peers connect to each other with TLS
+    (``sslQuorum``); ``quorum_unified``: the quorum and election ports accept plain peers too
+    (``portUnification``, for a migration).
+    """
+
+    key_store: str
+    trust_store: str
+    secure_client: MemberAddress | None = None
+    client_unified: bool = False
+    quorum: bool = False
+    quorum_unified: bool = False
+
+
+def tls_lines(tls: ServerTls) -> list[str]:
+    lines = [
+        f"serverCnxnFactory={NETTY_FACTORY}",
+        f"authProvider.x509={X509_PROVIDER}",
+        f"ssl.keyStore.location={tls.key_store}",
+        "ssl.keyStore.type=PEM",
+        f"ssl.trustStore.location={tls.trust_store}",
+        "ssl.trustStore.type=PEM",
+        "ssl.clientAuth=need",
+        f"ssl.quorum.keyStore.location={tls.key_store}",
+        "ssl.quorum.keyStore.type=PEM",
+        f"ssl.quorum.trustStore.location={tls.trust_store}",
+        "ssl.quorum.trustStore.type=PEM",
+        "ssl.quorum.hostnameVerification=true",
+    ]
+    if tls.secure_client is not None:
+        lines += [
+            f"secureClientPort={tls.secure_client.client_port}",
+            f"secureClientPortAddress={tls.secure_client.host}",
+        ]
+    if tls.client_unified:
+        lines.append("client.portUnification=true")
+    lines.append(f"sslQuorum={'true' if tls.quorum else 'false'}")
+    if tls.quorum_unified:
+        lines.append("portUnification=true")
+    return lines
+
+
 def render_static(
     *,
     data_dir: Path,
     dynamic_file: Path,
     settings: ServerSettings,
+    client: MemberAddress | None = None,
+    tls: ServerTls | None = None,
 ) -> str:
-    """The member's zoo.cfg. ZooKeeper itself rewrites the dynamic file line after a reconfig."""
+    """The member's zoo.cfg. ZooKeeper itself rewrites the dynamic file line after a reconfig.
+
+    ``client``: the member's plain client address, given here when its line in the dynamic
+    file does not carry it (ZooKeeper then takes it from zoo.cfg)."""
     lines = [
         "# Written by zkop. Membership lives in the dynamic file; ZooKeeper updates it on reconfig.",
         f"tickTime={settings.tick_time}",
@@ -158,14 +224,18 @@ def render_static(
             "admin.serverAddress=127.0.0.1",
             f"admin.serverPort={settings.admin_port}",
         ]
+    if client is not None:
+        lines += [f"clientPort={client.client_port}", f"clientPortAddress={client.host}"]
+    if tls is not None:
+        lines += tls_lines(tls)
     for key in sorted(settings.additional):
         lines.append(f"{key}={settings.additional[key]}")
     lines.append(f"dynamicConfigFile={dynamic_file}")
     return "\n".join(lines) + "\n"
 
 
-def render_dynamic(members: Iterable[MemberAddress]) -> str:
-    return "".join(m.server_line() + "\n" for m in sorted(members, key=lambda m: m.id))
+def render_dynamic(members: Iterable[MemberAddress], *, with_client: bool = True) -> str:
+    return "".join(m.server_line(with_client=with_client) + "\n" for m in sorted(members, key=lambda m: m.id))
 
 
 def current_dynamic_file(static_cfg: Path) -> Path | None:

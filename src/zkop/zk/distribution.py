@@ -23,6 +23,12 @@ DEBIAN_JAR = Path("/usr/share/java/zookeeper.jar")
 # Debian ships slf4j bindings separately; slf4j-simple sends server logs to stderr,
 # which the supervisor captures in the member's log file.
 DEBIAN_LOG_BINDING = Path("/usr/share/java/slf4j-simple.jar")
+# Netty's TLS handler needs its codec (and resolver), which the manifest of Debian's
+# zookeeper.jar does not list: without them the secure client port drops every connection.
+DEBIAN_NETTY_EXTRA = tuple(
+    Path("/usr/share/java") / name
+    for name in ("netty-codec.jar", "netty-resolver.jar", "netty-transport-native-unix-common.jar")
+)
 
 INSTALL_HINT = (
     "install Apache ZooKeeper: `apt-get install zookeeper` on Debian, or set ZOOKEEPER_HOME to an unpacked release"
@@ -115,6 +121,7 @@ def _from_debian(java: str) -> Distribution:
     classpath = [str(DEBIAN_JAR)]
     if DEBIAN_LOG_BINDING.is_file():
         classpath.append(str(DEBIAN_LOG_BINDING))
+    classpath += [str(jar) for jar in DEBIAN_NETTY_EXTRA if jar.is_file()]
     return Distribution(
         home=Path("/usr/share/zookeeper"),
         classpath=tuple(classpath),

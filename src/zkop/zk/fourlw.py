@@ -2,12 +2,18 @@
 
 A timeout or a refused connection is a result (``reachable=False``), never an exception:
 callers observe members that may be down, paused or starting.
+
+Over TLS: ZooKeeper's Netty connection factory answers the four-letter words on its secure
+client port (and on a port-unified one) once the TLS handshake is done, so a member whose
+client port speaks TLS only is asked the same way, through ``tls`` (an SSL context with a
+client certificate its CA signed: ``ssl.clientAuth=need``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass, field
 
 from zkop.zk.config import MemberAddress, parse_membership
@@ -24,17 +30,25 @@ class Reply:
     error: str = ""
 
 
-async def send(host: str, port: int, word: str, *, timeout: float = 2.0) -> Reply:
+async def send(host: str, port: int, word: str, *, timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> Reply:
     endpoint = f"{host}:{port}"
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            if tls is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            else:
+                name = host if tls.check_hostname else None
+                reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=name)
             writer.write(word.encode())
             await writer.drain()
             chunks: list[bytes] = []
-            while chunk := await reader.read(65536):
-                chunks.append(chunk)
+            try:
+                while chunk := await reader.read(65536):
+                    chunks.append(chunk)
+            except OSError:
+                if not chunks:
+                    raise  # a TLS peer may close without close_notify after its answer
         return Reply(word, endpoint, True, b"".join(chunks).decode("utf-8", "replace"))
     except TimeoutError:
         return Reply(word, endpoint, False, error="timed out")
@@ -156,16 +170,16 @@ def state_from_replies(srvr: Reply, mntr: Reply | None) -> ServerState:
     )
 
 
-async def ruok(host: str, port: int, *, timeout: float = 2.0) -> bool:
-    reply = await send(host, port, "ruok", timeout=timeout)
+async def ruok(host: str, port: int, *, timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> bool:
+    reply = await send(host, port, "ruok", timeout=timeout, tls=tls)
     return reply.reachable and reply.text.strip() == "imok"
 
 
-async def server_state(host: str, port: int, *, timeout: float = 2.0) -> ServerState:
-    srvr = await send(host, port, "srvr", timeout=timeout)
+async def server_state(host: str, port: int, *, timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> ServerState:
+    srvr = await send(host, port, "srvr", timeout=timeout, tls=tls)
     if not srvr.reachable or NOT_SERVING in srvr.text:
         return state_from_replies(srvr, None)
-    mntr = await send(host, port, "mntr", timeout=timeout)
+    mntr = await send(host, port, "mntr", timeout=timeout, tls=tls)
     return state_from_replies(srvr, mntr)
 
 
@@ -179,8 +193,8 @@ class ConfState:
     error: str = ""
 
 
-async def conf(host: str, port: int, *, timeout: float = 2.0) -> ConfState:
-    reply = await send(host, port, "conf", timeout=timeout)
+async def conf(host: str, port: int, *, timeout: float = 2.0, tls: ssl.SSLContext | None = None) -> ConfState:
+    reply = await send(host, port, "conf", timeout=timeout, tls=tls)
     if not reply.reachable:
         return ConfState(reply.endpoint, False, error=reply.error)
     members, version = parse_membership(reply.text)

@@ -9,6 +9,7 @@ against :mod:`zkop.platform.base` and runs on any platform.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from zkop.api.zookeepercluster import ZookeeperClusterStatus
 from zkop.controllers.zookeepercluster import plan as P
 from zkop.controllers.zookeepercluster.driver import EnsembleAdmin, EnsembleDriver
 from zkop.controllers.zookeepercluster.status import stable, status_for
-from zkop.platform.base import ClusterRef, MemberTemplate, Resources, ZookeeperPlatform
+from zkop.platform.base import ClusterRef, MemberTemplate, Resources, TlsPolicy, ZookeeperPlatform
 from zkop.runtime.controller import Context, Controller
 from zkop.runtime.result import Request, Result
 from zkop.store import NotFound
@@ -70,18 +71,37 @@ def _resources(values: ResourceList) -> Resources:
     )
 
 
+def tls_policy(obj: ZookeeperCluster) -> TlsPolicy | None:
+    """The TLS the members run with (None: off)."""
+    tls = obj.spec.tls
+    if not tls.enabled:
+        return None
+    return TlsPolicy(
+        client=tls.client.mode if tls.client is not None else None,
+        quorum=tls.quorum.mode if tls.quorum is not None else None,
+        validity=float(tls.certificates.validity_seconds),
+        renew_before=float(tls.certificates.renew_before_seconds),
+    )
+
+
 def member_template(obj: ZookeeperCluster) -> MemberTemplate:
     settings = desired_settings(obj)
     home, image = obj.spec.zookeeper_home, obj.spec.image
     requests, limits = _resources(obj.spec.resources.requests), _resources(obj.spec.resources.limits)
     given = (requests, limits) if (requests, limits) != (Resources(), Resources()) else None
+    tls = tls_policy(obj)
+    config_hash = settings_hash(settings, home, image, resources=given)
+    if tls is not None:
+        # The modes change what members serve; lifetimes only change when they are renewed.
+        config_hash = hashlib.sha256(f"{config_hash} tls {tls.client} {tls.quorum}".encode()).hexdigest()[:16]
     return MemberTemplate(
         settings=settings,
-        config_hash=settings_hash(settings, home, image, resources=given),
+        config_hash=config_hash,
         zookeeper_home=home,
         image=image,
         resources_requests=requests,
         resources_limits=limits,
+        tls=tls,
     )
 
 
@@ -94,6 +114,9 @@ def desired_state(obj: ZookeeperCluster, config_hash: str) -> P.Desired:
         restart_requested_at=obj.metadata.annotations.get(RESTART_ANNOTATION),
         restarted_at=obj.status.restarted_at,
         reclaim_policy=obj.spec.storage.reclaim_policy,
+        renew_certificates_before=float(obj.spec.tls.certificates.renew_before_seconds)
+        if obj.spec.tls.enabled
+        else None,
     )
 
 
@@ -213,4 +236,5 @@ __all__ = [
     "controller",
     "desired_settings",
     "member_template",
+    "tls_policy",
 ]

@@ -8,6 +8,7 @@ even when the store is down). Nothing here knows where members run.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,8 +16,16 @@ from typing import Protocol
 
 from zkop.client.bridge import ZkClient
 from zkop.controllers.zookeepercluster import plan as P
-from zkop.platform.base import ClusterObservation, ClusterRef, MemberObservation, MemberTemplate, ZookeeperPlatform
+from zkop.platform.base import (
+    ClusterObservation,
+    ClusterRef,
+    MemberObservation,
+    MemberTemplate,
+    TlsFiles,
+    ZookeeperPlatform,
+)
 from zkop.zk import auth, fourlw
+from zkop.zk import tls as tlslib
 from zkop.zk.config import MemberAddress
 
 # (type, reason, message): Normal or Warning, a CamelCase reason, a sentence.
@@ -51,6 +60,14 @@ def _role(m: MemberObservation) -> P.Role:
     return "unknown"
 
 
+def tls_context(obs: ClusterObservation, member: MemberObservation) -> ssl.SSLContext | None:
+    """How the operator reaches ``member``'s client port: with its client certificate when the
+    port speaks TLS (the four-letter words are answered there after the handshake)."""
+    if not member.client_tls or obs.client_tls is None:
+        return None
+    return tlslib.client_context(obs.client_tls)
+
+
 async def committed_config(obs: ClusterObservation) -> tuple[tuple[MemberAddress, ...], int | None]:
     """The membership the ensemble has committed: asked of a serving member, the leader first
     (a follower may not have activated a just-committed change yet, and a member wrongly seen
@@ -58,7 +75,7 @@ async def committed_config(obs: ClusterObservation) -> tuple[tuple[MemberAddress
     for m in sorted(obs.members, key=lambda m: (m.state.mode != "leader", m.id)):
         if m.ready:
             host, _, port = m.endpoint.rpartition(":")
-            conf = await fourlw.conf(host, int(port), timeout=1.0)
+            conf = await fourlw.conf(host, int(port), timeout=1.0, tls=tls_context(obs, m))
             if conf.reachable and conf.members:
                 return tuple(conf.members), conf.config_version
     return obs.stored_membership, obs.stored_config_version
@@ -77,8 +94,12 @@ class EnsembleAdmin(Protocol):
         joining: MemberAddress | None,
         leaving: int | None,
         from_config: int,
+        tls: TlsFiles | None = None,
+        client_in_config: bool = True,
     ) -> None:
-        """``via``: host:port of a member's client port that stays."""
+        """``via``: host:port of a member's client port that stays; ``tls``: the operator's
+        client certificate when that port speaks TLS; ``client_in_config``: the joiner's line
+        gives its client address (not when client ports speak TLS only)."""
         ...
 
 
@@ -97,12 +118,15 @@ class ZooKeeperAdmin:
         joining: MemberAddress | None,
         leaving: int | None,
         from_config: int,
+        tls: TlsFiles | None = None,
+        client_in_config: bool = True,
     ) -> None:
-        client = ZkClient(via, auth_data=[auth.super_auth(password)], session_timeout=10)
+        client = ZkClient(via, auth_data=[auth.super_auth(password)], session_timeout=10, tls=tls)
         await client.start(timeout=10)
         try:
             if joining is not None:
-                await client.reconfig(joining=joining.server_line(), from_config=from_config)
+                line = joining.server_line(with_client=client_in_config)
+                await client.reconfig(joining=line, from_config=from_config)
             else:
                 await client.reconfig(leaving=str(leaving), from_config=from_config)
         finally:
@@ -160,6 +184,7 @@ class EnsembleDriver:
                     config_hash=m.config_hash,
                     unresponsive_since=stuck.get(m.id),
                     started_at=m.started_at,
+                    certificate_expires=m.certificate_expires,
                 )
             )
         for gone in set(stuck) - {m.id for m in obs.members}:
@@ -204,10 +229,10 @@ class EnsembleDriver:
             await event("Normal", "MemberStarting", f"started member {action.id}; it joins once synced")
         elif isinstance(action, P.ReconfigIn):
             joiner = next(m for m in look.platform_members if m.id == action.id)
-            await self.reconfig(cluster, look, joining=joiner.address)
+            await self.reconfig(cluster, look, joining=joiner.address, client_in_config=template.client_in_config)
             await event("Normal", "MemberAdded", f"member {action.id} is a participant (reconfig)")
         elif isinstance(action, P.ReconfigOut):
-            await self.reconfig(cluster, look, leaving=action.id)
+            await self.reconfig(cluster, look, leaving=action.id, client_in_config=template.client_in_config)
             await event("Normal", "MemberRemoved", f"member {action.id} left the configuration ({action.reason})")
         elif isinstance(action, P.StopMember):
             await platform.remove_member(cluster, action.id, purge_data=action.purge, epoch=epoch)
@@ -227,6 +252,7 @@ class EnsembleDriver:
         *,
         joining: MemberAddress | None = None,
         leaving: int | None = None,
+        client_in_config: bool = True,
     ) -> None:
         """Reconfigure as the cluster's super user, through a member that stays, from the
         configuration version observed (a concurrent change makes this fail, not vanish)."""
@@ -238,8 +264,15 @@ class EnsembleDriver:
         if not via:
             raise TimeoutError("no serving member to reconfigure through")
         password = await self.platform.super_password(cluster)
+        tls = look.observation.client_tls if look.observation is not None and via[0].client_tls else None
         await self.admin.reconfig(
-            via[0].endpoint, password, joining=joining, leaving=leaving, from_config=look.config_version or -1
+            via[0].endpoint,
+            password,
+            joining=joining,
+            leaving=leaving,
+            from_config=look.config_version or -1,
+            tls=tls,
+            client_in_config=client_in_config,
         )
 
 
@@ -257,4 +290,5 @@ __all__ = [
     "ZooKeeperAdmin",
     "committed_config",
     "connection_string",
+    "tls_context",
 ]

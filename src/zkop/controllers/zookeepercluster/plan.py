@@ -128,6 +128,7 @@ class ObservedMember:
     controller first saw it running but not serving (``None`` while it serves).
     ``started_at``: when its process started (seconds since the epoch); needed for
     restart requests to take effect (``None``: unknown, not restarted for them).
+    ``certificate_expires``: when its TLS certificate ends (``None``: it has none).
     """
 
     id: int
@@ -141,6 +142,7 @@ class ObservedMember:
     config_hash: str | None
     unresponsive_since: float | None
     started_at: float | None = None
+    certificate_expires: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -175,6 +177,8 @@ class Desired:
     restart_requested_at: str | None = None
     restarted_at: str | None = None
     reclaim_policy: ReclaimPolicy = "Retain"
+    # A member whose certificate ends within this many seconds is restarted (it gets a new one).
+    renew_certificates_before: float | None = None
 
 
 # --------------------------------------------------------------------------- actions
@@ -207,6 +211,7 @@ class StopReason(StrEnum):
 class RestartReason(StrEnum):
     CONFIG_CHANGED = "ConfigChanged"
     RESTART_REQUESTED = "RestartRequested"
+    CERTIFICATE_EXPIRING = "CertificateExpiring"
 
 
 # ``detail`` is a sentence for events and logs; it takes no part in equality.
@@ -401,13 +406,17 @@ def restart_pending(desired: Desired) -> bool:
     return _pending_restart(desired) is not None
 
 
-def restart_reason(member: ObservedMember, desired: Desired) -> RestartReason | None:
-    """Why ``member`` must be restarted to be current, or ``None`` if it is current."""
+def restart_reason(member: ObservedMember, desired: Desired, now: float | None = None) -> RestartReason | None:
+    """Why ``member`` must be restarted to be current, or ``None`` if it is current. With ``now``,
+    a certificate that ends within ``desired.renew_certificates_before`` asks for a restart too."""
     if member.config_hash != desired.config_hash:
         return RestartReason.CONFIG_CHANGED
     requested = _pending_restart(desired)
     if requested is not None and member.started_at is not None and member.started_at < requested:
         return RestartReason.RESTART_REQUESTED
+    renew, ends = desired.renew_certificates_before, member.certificate_expires
+    if now is not None and renew is not None and ends is not None and ends - now <= renew:
+        return RestartReason.CERTIFICATE_EXPIRING
     return None
 
 
@@ -518,7 +527,7 @@ def plan(
 
     n = len(participants)
     all_ready = all(m.ready for m in participants)
-    stale = [m for m in participants if restart_reason(m, desired) is not None]
+    stale = [m for m in participants if restart_reason(m, desired, now) is not None]
     # Every participant is running here unless its data is gone.
     doomed = sorted(
         (m for m in participants if not m.data_present or unresponsive(m)),
@@ -539,7 +548,7 @@ def plan(
         viable = [
             m
             for m in outsiders
-            if m.process_running and m.data_present and not unresponsive(m) and restart_reason(m, desired) is None
+            if m.process_running and m.data_present and not unresponsive(m) and restart_reason(m, desired, now) is None
         ]
         joiner = min(viable, key=lambda m: (not m.ready, -m.id), default=None)
     # A dead outsider (removed after its data was lost, a joiner that died) is forgotten too,
@@ -600,7 +609,7 @@ def plan(
             )
         if not _restart_keeps_quorum(participants, target):
             return Wait(WaitReason.UNSAFE, f"restarting member {target.id} would lose quorum")
-        reason_ = restart_reason(target, desired)
+        reason_ = restart_reason(target, desired, now)
         assert reason_ is not None
         return RestartMember(target.id, reason_, f"rolling restart: member {target.id} ({reason_})")
 

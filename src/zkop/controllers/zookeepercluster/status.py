@@ -102,8 +102,17 @@ def status_for(
             "config_version": f"0x{look.config_version:x}" if look.config_version else None,
             "conditions": conditions,
             "restarted_at": restarted_at,
+            "certificates_expire_at": _first_expiry(members),
         }
     )
+
+
+def _first_expiry(members: Any) -> str | None:
+    ends = [m.certificate_expires for m in members if m.certificate_expires is not None]
+    if not ends:
+        return None
+    first = dt.datetime.fromtimestamp(min(ends), dt.UTC)
+    return first.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def stable(status: ZookeeperClusterStatus) -> Any:

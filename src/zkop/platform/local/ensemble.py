@@ -20,8 +20,9 @@ import fcntl
 import json
 import os
 import shutil
+import ssl
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from zkop.zk import auth, fourlw
 from zkop.zk.config import (
     MemberAddress,
     ServerSettings,
+    ServerTls,
     current_dynamic_file,
     jvm_args,
     render_dynamic,
@@ -273,7 +275,16 @@ class LocalEnsemble:
             self._save(record)
             return record
 
-    def write_member_files(self, member_id: int, membership: Sequence[MemberAddress], settings: ServerSettings) -> None:
+    def write_member_files(
+        self,
+        member_id: int,
+        membership: Sequence[MemberAddress],
+        settings: ServerSettings,
+        *,
+        with_client: bool = True,
+    ) -> None:
+        """``with_client``: the dynamic configuration gives members' client addresses (not when
+        their client ports speak TLS only: zoo.cfg gives those)."""
         mdir = self.member_dir(member_id)
         data = self.data_dir(member_id)
         data.mkdir(parents=True, exist_ok=True)
@@ -281,8 +292,11 @@ class LocalEnsemble:
         dynamic = mdir / "zoo.cfg.dynamic"
         for old in mdir.glob("zoo.cfg.dynamic*"):
             old.unlink()
-        dynamic.write_text(render_dynamic(membership))
-        self.config_file(member_id).write_text(render_static(data_dir=data, dynamic_file=dynamic, settings=settings))
+        dynamic.write_text(render_dynamic(membership, with_client=with_client))
+        me = next((m for m in membership if m.id == member_id), None)
+        self.config_file(member_id).write_text(
+            render_static(data_dir=data, dynamic_file=dynamic, settings=settings, client=None if with_client else me)
+        )
 
     def ensure_record(self, settings: ServerSettings, zookeeper_home: str | None) -> None:
         """Record an ensemble without members when there is none (members are reserved one by one)."""
@@ -340,11 +354,23 @@ class LocalEnsemble:
                 shutil.rmtree(kept, ignore_errors=True)
                 self.member_dir(member_id).rename(kept)
 
-    def rewrite_static_config(self, member_id: int, settings: ServerSettings) -> None:
-        """Re-render zoo.cfg with new settings, keeping the dynamic file ZooKeeper points at."""
+    def rewrite_static_config(
+        self,
+        member_id: int,
+        settings: ServerSettings,
+        *,
+        client: MemberAddress | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
+        """Re-render zoo.cfg with new settings, keeping the dynamic file ZooKeeper points at.
+        ``client``: the plain client address, when the dynamic file does not give it."""
         cfg = self.config_file(member_id)
         dynamic = current_dynamic_file(cfg) or (self.member_dir(member_id) / "zoo.cfg.dynamic")
-        cfg.write_text(render_static(data_dir=self.data_dir(member_id), dynamic_file=dynamic, settings=settings))
+        cfg.write_text(
+            render_static(
+                data_dir=self.data_dir(member_id), dynamic_file=dynamic, settings=settings, client=client, tls=tls
+            )
+        )
 
     def set_desired_members(self, members: int) -> None:
         with self._locked():
@@ -468,7 +494,10 @@ class LocalEnsemble:
 
     # ---- observation -----------------------------------------------------------------
 
-    async def observe_member(self, member: MemberRecord, *, timeout: float = 1.0) -> MemberStatus:
+    async def observe_member(
+        self, member: MemberRecord, *, timeout: float = 1.0, tls: ssl.SSLContext | None = None
+    ) -> MemberStatus:
+        """``tls``: how to reach a client port that speaks TLS."""
         unit = self.unit(member.id)
         rec = unit.running()
         paused = rec is not None and is_stopped(rec)
@@ -477,7 +506,7 @@ class LocalEnsemble:
                 member.address.client_endpoint, reachable=False, error="paused" if paused else "not running"
             )
         else:
-            state = await fourlw.server_state(member.host, member.client_port, timeout=timeout)
+            state = await fourlw.server_state(member.host, member.client_port, timeout=timeout, tls=tls)
         return MemberStatus(
             id=member.id,
             address=member.address,
@@ -490,10 +519,17 @@ class LocalEnsemble:
             data_present=(self.data_dir(member.id) / "myid").is_file(),
         )
 
-    async def observe(self, *, timeout: float = 1.0) -> list[MemberStatus]:
+    async def observe(
+        self, *, timeout: float = 1.0, tls: Callable[[int], ssl.SSLContext | None] | None = None
+    ) -> list[MemberStatus]:
+        """``tls(member_id)``: how to reach that member's client port when it speaks TLS."""
         record = self.load()
         members = sorted(record.members, key=lambda m: m.id)
-        return list(await asyncio.gather(*(self.observe_member(m, timeout=timeout) for m in members)))
+        return list(
+            await asyncio.gather(
+                *(self.observe_member(m, timeout=timeout, tls=tls(m.id) if tls else None) for m in members)
+            )
+        )
 
     async def leader(self) -> int | None:
         for status in await self.observe():

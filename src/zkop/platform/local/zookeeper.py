@@ -28,6 +28,9 @@ from zkop.platform.local import statedir
 from zkop.platform.local.ensemble import LocalEnsemble, MemberStatus
 from zkop.platform.local.fence import EpochFence
 from zkop.platform.local.process import exit_code
+from zkop.platform.local.tls import LocalTls
+from zkop.zk import tls as tlslib
+from zkop.zk.certs import Issued
 from zkop.zk.config import MemberAddress, parse_membership
 
 STOP_GRACE = 10.0
@@ -114,15 +117,19 @@ class LocalZookeeperPlatform:
         if not ens.exists():
             return None
         record = await asyncio.to_thread(ens.load)
-        statuses = await ens.observe(timeout=1.0)
+        tls = LocalTls(ens)
+        files = await asyncio.to_thread(tls.operator_files)
+        context = tlslib.client_context(files) if files is not None else None
+        secure = {m.id for m in record.members if context is not None and tls.client_tls(m.id)}
+        statuses = await ens.observe(timeout=1.0, tls=lambda i: context if i in secure else None)
         if self._subscribers:
             self._watch_exits(cluster, ens, statuses)
-        members = tuple(self._observation(ens, s) for s in statuses)
+        members = tuple(self._observation(ens, s, tls, secure) for s in statuses)
         stored, version = await asyncio.to_thread(self._stored_config, ens, [s.id for s in statuses])
-        return ClusterObservation(members, record.next_id, tuple(stored), version)
+        return ClusterObservation(members, record.next_id, tuple(stored), version, client_tls=files)
 
     @staticmethod
-    def _observation(ens: LocalEnsemble, s: MemberStatus) -> MemberObservation:
+    def _observation(ens: LocalEnsemble, s: MemberStatus, tls: LocalTls, secure: set[int]) -> MemberObservation:
         config_hash, _ = ens.started(s.id)
         last_exit = None
         if not s.running and (ens.member_dir(s.id) / "pid.json").is_file():
@@ -146,6 +153,8 @@ class LocalZookeeperPlatform:
             started_at=s.started_at,
             config_hash=config_hash,
             last_exit=last_exit,
+            client_tls=s.id in secure,
+            certificate_expires=tls.member_expires(s.id),
         )
 
     @staticmethod
@@ -202,12 +211,19 @@ class LocalZookeeperPlatform:
             record = ens.reserve_member(member_id)
             if not ens.config_file(member_id).is_file():
                 others = [a for a in membership if a.id != member_id]
-                ens.write_member_files(member_id, [*others, record.address], template.settings)
+                ens.write_member_files(
+                    member_id, [*others, record.address], template.settings, with_client=template.client_in_config
+                )
             if ens.unit(member_id).running() is not None:
                 return
-            # Each start renders the current template, as a new Pod would get the new spec.
+            # Each start renders the current template, as a new Pod would get the new spec (and a
+            # certificate is issued when the member has none or its own ends soon).
             ens.update_settings(template.settings, template.zookeeper_home)
-            ens.rewrite_static_config(member_id, template.settings)
+            tls = LocalTls(ens)
+            if template.tls is not None and template.tls.enabled:
+                tls.ensure_member(member_id, record.address, template.tls)
+            client, server_tls = tls.server_config(member_id, record.address, template.tls)
+            ens.rewrite_static_config(member_id, template.settings, client=client, tls=server_tls)
             ens.start_member(member_id, template.config_hash)
 
         await self._fenced(epoch, work)
@@ -247,3 +263,17 @@ class LocalZookeeperPlatform:
             return await asyncio.to_thread(ens.super_password)
         except OSError as exc:
             raise ZkopError(f"cluster {cluster.key} has no super-user password: {exc}") from None
+
+    # ---- TLS (not in the contract: what the local CLI asks of a cluster's CA) ----------------
+
+    async def issue_client_certificate(
+        self, cluster: ClusterRef, name: str, *, validity: float | None = None
+    ) -> tuple[Issued, str]:
+        """A client certificate for ``name`` signed by the cluster's CA, and the CA's certificate."""
+        ens = self.ensemble(cluster)
+        try:
+            return await asyncio.to_thread(LocalTls(ens).issue_client, name, validity=validity)
+        except FileNotFoundError:
+            raise ZkopError(
+                f"cluster {cluster.key} has no certificate authority", hint="turn TLS on with spec.tls first"
+            ) from None
