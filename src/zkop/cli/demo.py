@@ -1,4 +1,5 @@
-"""``zkop demo``: the narrated tour on real processes, with measured timings.
+"""``zkop demo``: the narrated tour on real processes, with measured timings
+(``--platform kubernetes``: the same tour on the Kubernetes test bed, :mod:`.demo_kube`).
 
 Control plane up (3 ZooKeeper members, 2 operator replicas), ``examples/`` applied (a
 ZookeeperCluster and the counter Application), traffic through the proxy, then: kill an
@@ -94,13 +95,47 @@ async def poll(check: Callable[[], Awaitable[Any]], every: float = 0.1) -> Any:
         await asyncio.sleep(every)
 
 
-async def http(port: int, method: str, path: str) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def http(port: int, method: str, path: str, host: str = "127.0.0.1") -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
     writer.write(f"{method} {path} HTTP/1.0\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()
     return data
+
+
+async def send_traffic(port: int, traffic: Traffic, tour: Tour) -> None:
+    """GET / through the proxy on ``port`` until ``traffic.stop``, counting what failed in which step."""
+    for _ in range(100_000):  # bounded; stopped at the end of the tour
+        if traffic.stop.is_set():
+            return
+        why = ""
+        try:
+            data = await asyncio.wait_for(http(port, "GET", "/"), 5)
+            if not data.startswith(b"HTTP/1.1 200"):
+                why = data.split(b"\r\n", 1)[0].decode(errors="replace") or "connection closed without a reply"
+        except TimeoutError:
+            why = "no reply within 5s"
+        except OSError as exc:
+            why = f"{type(exc).__name__}: {exc.strerror or exc}"
+        if why:
+            traffic.failed += 1
+            traffic.failures.append((tour.current, why))
+        else:
+            traffic.ok += 1
+        await asyncio.sleep(0.02)
+
+
+def print_summary(tour: Tour, traffic: Traffic, proxy: Proxy | None) -> None:
+    if not tour.timings:
+        return
+    console.rule("[bold]Summary")
+    rows = [(title, f"{secs:.2f}", detail) for title, secs, detail in tour.timings]
+    replays = f" ({proxy.stats.replays} replayed to another instance)" if proxy and proxy.stats.replays else ""
+    rows.append(("Requests through the proxy", "", traffic.summary() + replays))
+    console.print(table(("STEP", "SECONDS", "RESULT"), rows))
+    for line in traffic.explained():
+        console.print(line, soft_wrap=True)
 
 
 async def run_demo(state_dir: Path) -> None:
@@ -182,27 +217,7 @@ async def run_demo(state_dir: Path) -> None:
         proxy = Proxy(provider, attempts=3, retry_empty_response=True)
         port = await proxy.start()
 
-        async def loop() -> None:
-            for _ in range(100_000):  # bounded; stopped at the end of the tour
-                if traffic.stop.is_set():
-                    return
-                why = ""
-                try:
-                    data = await asyncio.wait_for(http(port, "GET", "/"), 5)
-                    if not data.startswith(b"HTTP/1.1 200"):
-                        why = data.split(b"\r\n", 1)[0].decode(errors="replace") or "connection closed without a reply"
-                except TimeoutError:
-                    why = "no reply within 5s"
-                except OSError as exc:
-                    why = f"{type(exc).__name__}: {exc.strerror or exc}"
-                if why:
-                    traffic.failed += 1
-                    traffic.failures.append((tour.current, why))
-                else:
-                    traffic.ok += 1
-                await asyncio.sleep(0.02)
-
-        traffic_task = asyncio.create_task(loop())
+        traffic_task = asyncio.create_task(send_traffic(port, traffic, tour))
         await poll(lambda: asyncio.sleep(0, traffic.ok >= 10))
         sample = (await http(port, "GET", "/")).split(b"\r\n\r\n", 1)[-1].decode().strip()
         return f"proxy on 127.0.0.1:{port} over {len(provider.instances())} endpoints; a reply: {sample!r}"
@@ -309,17 +324,17 @@ async def run_demo(state_dir: Path) -> None:
             await sd.close()
         if store is not None:
             await store.client.stop()
-        if tour.timings:
-            console.rule("[bold]Summary")
-            rows = [(title, f"{secs:.2f}", detail) for title, secs, detail in tour.timings]
-            replays = f" ({proxy.stats.replays} replayed to another instance)" if proxy and proxy.stats.replays else ""
-            rows.append(("Requests through the proxy", "", traffic.summary() + replays))
-            console.print(table(("STEP", "SECONDS", "RESULT"), rows))
-            for line in traffic.explained():
-                console.print(line, soft_wrap=True)
+        print_summary(tour, traffic, proxy)
 
 
-def demo(state_dir: Path | None, keep: bool) -> None:
+def demo(state_dir: Path | None, keep: bool, platform: str = "local") -> None:
+    if platform == "kubernetes":
+        from zkop.cli.demo_kube import demo as demo_on_kubernetes
+
+        demo_on_kubernetes(state_dir, keep)
+        return
+    if platform != "local":
+        raise ZkopError(f"--platform {platform!r} is not known", hint="use local or kubernetes")
     own = state_dir is None
     root = Path(tempfile.mkdtemp(prefix="zkop-demo-")) if state_dir is None else state_dir
     try:

@@ -107,12 +107,18 @@ def status(
 def demo(
     ctx: typer.Context,
     keep: bool = typer.Option(False, "--keep", help="Leave everything running afterwards."),
+    platform: str = typer.Option(
+        "local",
+        "--platform",
+        help="local (processes) or kubernetes (Pods on the test bed: a real API server and a node agent; "
+        "needs `make kube-tools`).",
+    ),
 ) -> None:
     """Run the narrated tour on real processes (in a temporary state dir unless one is given)."""
     from zkop.cli import demo as demo_mod
 
     explicit = ctx.obj._state_dir_opt
-    demo_mod.demo(statedir.resolve(explicit) if explicit else None, keep)
+    demo_mod.demo(statedir.resolve(explicit) if explicit else None, keep, platform)
 
 
 @app.command()
