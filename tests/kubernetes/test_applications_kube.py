@@ -540,3 +540,60 @@ async def test_the_platform_names_fences_and_removes(
     finally:
         await client.stop()
         await api.close()
+
+
+@pytest.mark.timeout(600)
+def test_the_charts_rbac_with_platform_kubernetes_is_enough(bed: Bed) -> None:
+    """The operator runs with only the rights the Helm chart grants with ``platform: kubernetes``
+    (a Role in the namespace): a ZookeeperCluster's Pods, volume, Services, budget, ConfigMap and
+    Secret, and an Application's Pods and Secret are made and removed, and nothing is forbidden."""
+    b = bed
+    values = {"platform": "kubernetes", "watchNamespace": b.ns, "zookeeper": {"create": False, "hosts": "zk:2181"}}
+    values_file = b.tmp / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    rendered = b.cp.helm("template", "zkop", str(ROOT / "deploy" / "helm" / "zkop"), "-n", b.ns, "-f", str(values_file))
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    assert sorted(d["kind"] for d in rbac) == ["Role", "RoleBinding", "ServiceAccount"]
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--platform") + 1] == "kubernetes" and args[args.index("--app-image") + 1] == "zkop:0.1.0"
+    b.cp.kubectl("apply", "-n", b.ns, "-f", "-", input=yaml.safe_dump_all(rbac))
+    sa = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    token = b.cp.kubectl("create", "token", sa, "-n", b.ns, "--duration=1h").stdout.strip()
+    kubeconfig = b.tmp / "sa.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "t", "cluster": {"server": b.cp.server, "certificate-authority": str(b.cp.ca_file)}}
+                ],
+                "users": [{"name": sa, "user": {"token": token}}],
+                "contexts": [{"name": sa, "context": {"cluster": "t", "user": sa, "namespace": b.ns}}],
+                "current-context": sa,
+            }
+        )
+    )
+    b.argv[b.argv.index("--kubeconfig") + 1] = str(kubeconfig)
+    b.start()
+    zkc: Doc = yaml.safe_load((EXAMPLES / "zookeepercluster.yaml").read_text())
+    zkc["spec"]["replicas"] = 1
+    zkc["spec"]["storage"]["reclaimPolicy"] = "Delete"
+    b.apply(zkc)
+    b.apply(counter())
+    b.wait("2 instances ready", b.ready(2), 300)
+
+    def zk_ready() -> bool:
+        s = (b.api(f"/apis/zkop.io/v1/namespaces/{b.ns}/zookeeperclusters/orders-zk") or {}).get("status") or {}
+        return s.get("readyReplicas") == 1
+
+    b.wait("the ZookeeperCluster's member ready", zk_ready, 300)
+    b.cp.kubectl("delete", "app/counter", "zkc/orders-zk", "-n", b.ns, "--wait=false")
+    b.wait(
+        "both gone with their Pods",
+        lambda: b.app() == {} and (b.api(f"/api/v1/namespaces/{b.ns}/pods") or {}).get("items") == [],
+        300,
+    )
+    log = b.log("replica-1")
+    assert "forbidden" not in log.lower(), "\n".join(line for line in log.splitlines() if "orbidden" in line)[:3000]

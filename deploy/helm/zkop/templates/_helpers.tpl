@@ -127,6 +127,19 @@ namespaces) and by the Role (watchNamespace). Only the verbs the operator calls,
 
 A platform that runs members and instances as Pods adds its rules here (Pods, PVCs, Services,
 PodDisruptionBudgets, Secrets, ConfigMaps), under a condition on the value that turns it on.
+
+With platform: kubernetes (members and instances as Pods):
+- pods: get, list, watch, create, delete   members and instances are Pods (read, listed by label,
+  watched so a change is seen at once, created, deleted); never updated: a change is a new Pod.
+- secrets: get, create, update, delete   a cluster's super-user Secret (made once, read), an
+  Application's registry Secret (updated when its credentials change); deleted with their owner.
+- persistentvolumeclaims: list, create, patch, delete   a member's volume; a removed member's is
+  labelled zkop.io/removed (patch) or deleted by the reclaim policy.
+- services, poddisruptionbudgets: create, delete; configmaps: create, update, delete   per cluster.
+- nodes: get, list   the capacity the cluster offers (the sum of the Nodes' allocatable); Nodes are
+  cluster-scoped, so a Role (watchNamespace) cannot grant this and capacity is then unknown.
+- pods (metrics.k8s.io): get, list   CPU and memory use of instances when the cluster has a metrics
+  API (metrics-server); without it CPU autoscaling says so in a condition.
 */}}
 {{- define "zkop.rbac.rules" -}}
 - apiGroups: ["zkop.io"]
@@ -138,6 +151,35 @@ PodDisruptionBudgets, Secrets, ConfigMaps), under a condition on the value that 
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "list", "patch"]
+{{- if not (has .Values.platform (list "local" "kubernetes")) }}
+{{- fail (printf "platform must be local or kubernetes, not %q" .Values.platform) }}
+{{- end }}
+{{- if eq .Values.platform "kubernetes" }}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "update", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "update", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "delete"]
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list"]
+- apiGroups: ["metrics.k8s.io"]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+{{- end }}
 {{- end }}
 
 {{/* The operator's OperatorConfig (zkop operator run --config), from the values. */}}
