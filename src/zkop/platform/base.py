@@ -292,6 +292,7 @@ class InstanceTemplate:
     the next (re)start gets the new values, nothing is restarted for it.
 
     The platform adds to the environment ``ZKOP_INSTANCE``, ``ZKOP_NAMESPACE``, ``ZKOP_APP``,
+    ``HOST`` (the address to listen on: the machine's loopback locally, ``0.0.0.0`` in a Pod),
     ``PORT`` (the first port) and ``PORT_<NAME>`` for every named port.
     """
 
