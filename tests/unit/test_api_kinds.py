@@ -308,7 +308,7 @@ def test_resolve_kind_details() -> None:
     info = resolve_kind("zkc")
     assert (info.plural, info.short_names, info.singular) == ("zookeeperclusters", ("zkc",), "zookeepercluster")
     assert info.api_version == "zkop.io/v1"
-    assert set(KINDS) == {"ZookeeperCluster", "Application", "OperatorConfig"}
+    assert set(KINDS) == {"ZookeeperCluster", "Application", "OperatorConfig", "ZookeeperZnode"}
 
 
 @pytest.mark.parametrize("name", ["pod", "", "zk", "applicationz"])

@@ -101,7 +101,12 @@ def test_one_crd_per_kind_with_names_and_version() -> None:
         }
         [version] = spec["versions"]
         assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
-    assert [d["spec"]["names"]["shortNames"] for d in definitions.values()] == [["zkc"], ["app"], ["opconfig"]]
+    assert [d["spec"]["names"]["shortNames"] for d in definitions.values()] == [
+        ["zkc"],
+        ["app"],
+        ["opconfig"],
+        ["znode"],
+    ]
 
 
 def test_status_and_scale_subresources() -> None:
@@ -163,7 +168,7 @@ def test_root_describes_spec_and_status_not_metadata(kind: str) -> None:
     assert schema["properties"]["apiVersion"]["type"] == schema["properties"]["kind"]["type"] == "string"
     assert schema["properties"]["status"]["type"] == "object"
     assert "default" not in schema["properties"]["status"]  # the operator writes status
-    assert schema.get("required", []) == (["spec"] if kind == "Application" else [])
+    assert schema.get("required", []) == (["spec"] if kind in ("Application", "ZookeeperZnode") else [])
 
 
 def test_defaults_are_the_models() -> None:
@@ -376,7 +381,12 @@ def test_cli_writes_one_file_per_kind(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["kube", "crds", "--write", str(target)])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in target.iterdir())
-    assert names == ["applications.zkop.io.yaml", "operatorconfigs.zkop.io.yaml", "zookeeperclusters.zkop.io.yaml"]
+    assert names == [
+        "applications.zkop.io.yaml",
+        "operatorconfigs.zkop.io.yaml",
+        "zookeeperclusters.zkop.io.yaml",
+        "zookeeperznodes.zkop.io.yaml",
+    ]
     for definition in crds():
         assert (target / file_name(definition)).read_text(encoding="utf-8") == to_file(definition)
         assert f"wrote {target / file_name(definition)}" in result.stdout

@@ -247,7 +247,7 @@ def test_rules_are_complete_and_point_at_fields() -> None:
 def test_status_is_its_own_schema() -> None:
     for kind, schema in schemas():
         status = schema["properties"]["status"]
-        assert status["type"] == "object" and "replicas" in status["properties"], kind
+        assert status["type"] == "object" and "observedGeneration" in status["properties"], kind
         assert not set(status["properties"]) & {"template", "config"}, kind
 
 

@@ -1,8 +1,9 @@
 """zkop.api: the resource kinds as typed models, their validation, YAML in/out, schemas.
 
 Kinds (``apiVersion: zkop.io/v1``): :class:`ZookeeperCluster` (``zkc``), :class:`Application`
-(``app``) and :class:`OperatorConfig` (``opconfig``). Invalid input is refused with a
-:class:`ResourceValidationError` that names each field path, the value and what is allowed.
+(``app``), :class:`OperatorConfig` (``opconfig``) and :class:`ZookeeperZnode` (``znode``).
+Invalid input is refused with a :class:`ResourceValidationError` that names each field path,
+the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ from zkop.api.zookeepercluster import (
     ZookeeperConfig,
     reserved_config_key,
 )
+from zkop.api.zookeeperznode import (
+    ZnodeQuota,
+    ZookeeperZnode,
+    ZookeeperZnodeSpec,
+    ZookeeperZnodeStatus,
+)
 
 __all__ = [
     "API_VERSION",
@@ -104,11 +111,15 @@ __all__ = [
     "StorageSpec",
     "Strategy",
     "TcpProbe",
+    "ZnodeQuota",
     "ZookeeperCluster",
     "ZookeeperClusterSpec",
     "ZookeeperClusterStatus",
     "ZookeeperConfig",
     "ZookeeperRef",
+    "ZookeeperZnode",
+    "ZookeeperZnodeSpec",
+    "ZookeeperZnodeStatus",
     "check_update",
     "dump_yaml",
     "explain",

@@ -465,10 +465,24 @@ class ClusterRef(ApiModel):
     )
 
 
+class ZnodeRef(ApiModel):
+    """A reference to a ZookeeperZnode."""
+
+    name: DnsLabel = Field(description="Name of the ZookeeperZnode.")
+    namespace: DnsLabel | None = Field(
+        default=None, description="Namespace of the ZookeeperZnode (default: the application's)."
+    )
+
+
 class ZookeeperRef(ApiModel):
     """The ZooKeeper ensemble the application uses (registry, coordination)."""
 
     cluster_ref: ClusterRef = Field(description="Which ZookeeperCluster to use.")
+    znode_ref: ZnodeRef | None = Field(
+        default=None,
+        description="A ZookeeperZnode of that cluster: instances get its path as the chroot of ZK_HOSTS and its "
+        "identity as ZK_AUTH (user:password).",
+    )
 
 
 LoadBalancing = Literal["round_robin", "random", "least_connections", "consistent_hash", "sticky"]

@@ -56,6 +56,7 @@ from zkop.api.zookeepercluster import (
     ZookeeperClusterSpec,
     ZookeeperConfig,
 )
+from zkop.api.zookeeperznode import ZookeeperZnodeSpec
 
 JsonDict = dict[str, Any]
 
@@ -331,6 +332,16 @@ MODEL_RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
 
 #: Schema for single fields, by (model, field name as written in YAML).
 FIELD_SCHEMAS: dict[tuple[type[BaseModel], str], FieldSchema] = {
+    (ZookeeperZnodeSpec, "path"): FieldSchema(
+        covers="_check_path",
+        rules=(
+            Rule(
+                rule="self != '/zookeeper' && !self.startsWith('/zookeeper/')",
+                message="is under /zookeeper, which ZooKeeper keeps for itself",
+                covers="_check_path",
+            ),
+        ),
+    ),
     (ZookeeperConfig, "additionalConfig"): FieldSchema(
         covers="_check_additional_config",
         add={"additionalProperties": {"type": "string", "pattern": CONFIG_VALUE_PATTERN}},
@@ -645,6 +656,16 @@ VIEWS: dict[str, KindView] = {
         ),
         scale=True,
         label_selector_path=".status.selector",
+    ),
+    "ZookeeperZnode": KindView(
+        columns=(
+            Column("Cluster", ".spec.clusterRef.name"),
+            Column("Path", ".spec.path"),
+            Column("Phase", ".status.phase"),
+            _AGE,
+            Column("User", ".status.user", priority=1),
+            Column("Connection", ".status.connectionString", priority=1),
+        ),
     ),
     "OperatorConfig": KindView(
         columns=(

@@ -8,6 +8,7 @@ from zkop.api.application import Application
 from zkop.api.meta import API_VERSION, GROUP, Resource
 from zkop.api.operatorconfig import OperatorConfig
 from zkop.api.zookeepercluster import ZookeeperCluster
+from zkop.api.zookeeperznode import ZookeeperZnode
 from zkop.errors import ValidationError
 
 
@@ -43,6 +44,7 @@ KINDS: dict[str, KindInfo] = {
         KindInfo("ZookeeperCluster", "zookeeperclusters", ("zkc",), ZookeeperCluster),
         KindInfo("Application", "applications", ("app",), Application),
         KindInfo("OperatorConfig", "operatorconfigs", ("opconfig",), OperatorConfig),
+        KindInfo("ZookeeperZnode", "zookeeperznodes", ("znode",), ZookeeperZnode),
     )
 }
 

@@ -75,7 +75,7 @@ async def build_manager(
 ) -> Manager:
     """The composition root: which store and which platforms the controllers run on
     (``app_image``: on Kubernetes, the image of instances whose template names none)."""
-    from zkop.controllers import operatorconfig
+    from zkop.controllers import operatorconfig, zookeeperznode
     from zkop.controllers.application import controller as application
     from zkop.controllers.zookeepercluster import controller as zookeepercluster
 
@@ -95,13 +95,17 @@ async def build_manager(
     if platform_name == "local":
         from zkop.platform.local.applications import LocalInstancePlatform
         from zkop.platform.local.platform import LocalPlatform
+        from zkop.platform.local.secrets import LocalSecretStore
         from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 
         platform = LocalPlatform(state_dir, MANAGER_NAME)
         instances = LocalInstancePlatform(state_dir, platform.fence)
+        zookeepers = LocalZookeeperPlatform(state_dir, platform.fence)
+        secrets = LocalSecretStore(state_dir, platform.fence)
         controllers += [
-            zookeepercluster.controller(namespace, LocalZookeeperPlatform(state_dir, platform.fence)),
-            application.controller(namespace, instances, conn.root),
+            zookeepercluster.controller(namespace, zookeepers),
+            application.controller(namespace, instances, conn.root, secrets=secrets),
+            zookeeperznode.controller(namespace, zookeepers, secrets),
         ]
         return Manager(conn, options, controllers=controllers, platforms=[platform], runnables=[instances], store=store)
     if kube is None:
@@ -140,9 +144,13 @@ async def build_manager(
         namespace=namespace,
         default_image=app_image or DEFAULT_IMAGE,
     )
+    from zkop.platform.kubernetes.secrets import KubernetesSecretStore
+
+    secret_store = KubernetesSecretStore(api, members.check)
     controllers += [
         zookeepercluster.controller(namespace, members),
-        application.controller(namespace, pods, conn.root),
+        application.controller(namespace, pods, conn.root, secrets=secret_store),
+        zookeeperznode.controller(namespace, members, secret_store),
     ]
     return Manager(conn, options, controllers=controllers, platforms=[members, pods], runnables=[pods], store=store)
 

@@ -42,6 +42,7 @@ __all__ = [
     "PlatformEvents",
     "PortSpec",
     "Resources",
+    "SecretStore",
     "TlsFiles",
     "TlsPolicy",
     "ZookeeperPlatform",
@@ -251,10 +252,40 @@ class ZookeeperPlatform(Protocol):
         """The cluster's super-user password, for reconfiguration (created on first use)."""
         ...
 
+    async def client_tls(self, cluster: ClusterRef) -> TlsFiles | None:
+        """The operator's client certificate for the cluster (as in :class:`ClusterObservation`),
+        for connecting to it as a client; None when it has no TLS."""
+        ...
+
     def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
         """Have ``callback(cluster)`` called (on the event loop) when a member of an observed
         cluster changes on its own (its process ended, its Pod went), so its controller looks
         at once."""
+        ...
+
+
+# ---------------------------------------------------------------- credentials handed over
+
+
+class SecretStore(Protocol):
+    """Where the operator hands credentials to their holder (a tenant's identity): files under
+    the state dir (mode 0600) locally, a Secret on Kubernetes. A secret is a small map of
+    string keys to string values, named within a namespace."""
+
+    async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """The secret's data; None when there is none."""
+        ...
+
+    async def write(self, namespace: str, name: str, data: Mapping[str, str], *, epoch: int | None) -> None:
+        """Create or replace the secret (fenced as every action)."""
+        ...
+
+    async def delete(self, namespace: str, name: str, *, epoch: int | None) -> None:
+        """Remove the secret; nothing when it is gone already."""
+        ...
+
+    def reference(self, namespace: str, name: str) -> str:
+        """Where its holder finds it: a directory with a file per key, ``secret/<ns>/<name>``."""
         ...
 
 

@@ -113,7 +113,7 @@ app.kubernetes.io/component: coordination-zookeeper
 The operator's RBAC rules: the one place they are written, used by the ClusterRole (all
 namespaces) and by the Role (watchNamespace). Only the verbs the operator calls, and why:
 
-- zookeeperclusters, applications, operatorconfigs (zkop.io):
+- zookeeperclusters, applications, operatorconfigs, zookeeperznodes (zkop.io):
     get     the reconcilers read the object fresh (KubeStore.get), and before each write;
     list    informers start from a list (and relist after 410 Gone or periodically);
     watch   informers watch from the list's resourceVersion;
@@ -132,7 +132,8 @@ With platform: kubernetes (members and instances as Pods):
 - pods: get, list, watch, create, delete   members and instances are Pods (read, listed by label,
   watched so a change is seen at once, created, deleted); never updated: a change is a new Pod.
 - secrets: get, create, update, delete   a cluster's super-user Secret (made once, read), an
-  Application's registry Secret (updated when its credentials change); deleted with their owner.
+  Application's registry Secret (updated when its credentials change), a ZookeeperZnode's
+  credentials (zkop-znode-<name>); deleted with their owner.
 - persistentvolumeclaims: list, create, patch, delete   a member's volume; a removed member's is
   labelled zkop.io/removed (patch) or deleted by the reclaim policy.
 - services, poddisruptionbudgets: create, delete; configmaps: create, update, delete   per cluster.
@@ -143,10 +144,10 @@ With platform: kubernetes (members and instances as Pods):
 */}}
 {{- define "zkop.rbac.rules" -}}
 - apiGroups: ["zkop.io"]
-  resources: ["zookeeperclusters", "applications", "operatorconfigs"]
+  resources: ["zookeeperclusters", "applications", "operatorconfigs", "zookeeperznodes"]
   verbs: ["get", "list", "watch", "update"]
 - apiGroups: ["zkop.io"]
-  resources: ["zookeeperclusters/status", "applications/status", "operatorconfigs/status"]
+  resources: ["zookeeperclusters/status", "applications/status", "operatorconfigs/status", "zookeeperznodes/status"]
   verbs: ["update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -40,10 +40,11 @@ from dataclasses import dataclass
 
 from kazoo.exceptions import NoNodeError
 
-from zkop.api import Application, Resource, ZookeeperCluster
+from zkop.api import Application, Resource, ZookeeperCluster, ZookeeperZnode
 from zkop.controllers.application import plan as P
 from zkop.controllers.application.autoscale import MetricSamples, Recommendations, ScaleDecision
 from zkop.controllers.application.status import status_for
+from zkop.controllers.zookeeperznode import credentials_name
 from zkop.coord.coordination import Coordination
 from zkop.discovery import registry
 from zkop.discovery.instances import Instance
@@ -55,6 +56,7 @@ from zkop.platform.base import (
     InstanceTemplate,
     PortSpec,
     Resources,
+    SecretStore,
 )
 from zkop.runtime.controller import Context, Controller, Periodic, Watch
 from zkop.runtime.result import Request, Result
@@ -113,11 +115,14 @@ class AppMemory:
 
 
 class ApplicationReconciler:
-    def __init__(self, platform: InstancePlatform, *, registry_root: str) -> None:
+    def __init__(self, platform: InstancePlatform, *, registry_root: str, secrets: SecretStore | None = None) -> None:
+        """``secrets``: where ZookeeperZnode credentials are handed over (for spec.zookeeper.znodeRef)."""
         self.platform = platform
         self.root = registry_root
+        self.secrets = secrets
         self.memory: dict[str, AppMemory] = {}
         self.refs: dict[tuple[str, str], set[Request]] = {}  # ZookeeperCluster -> applications using it
+        self.znode_refs: dict[tuple[str, str], set[Request]] = {}  # ZookeeperZnode -> applications using it
         # Applications whose registry folders and identity were made (or repaired) by this run.
         self._ensured: dict[str, registry.ServiceIdentity] = {}
         self._registry_closed = False  # world write rights taken from every registry folder (upgrades)
@@ -125,6 +130,10 @@ class ApplicationReconciler:
     def apps_using(self, obj: Resource) -> list[Request]:
         """Applications to look at again when a ZookeeperCluster changes."""
         return list(self.refs.get((obj.namespace, obj.name), ()))
+
+    def apps_using_znode(self, obj: Resource) -> list[Request]:
+        """Applications to look at again when a ZookeeperZnode changes."""
+        return list(self.znode_refs.get((obj.namespace, obj.name), ()))
 
     # ---- the reconcile ----------------------------------------------------------------
 
@@ -153,7 +162,10 @@ class ApplicationReconciler:
         mem = self.memory.setdefault(request.key, AppMemory())
         identity = await self._ensure_service(ctx, app)  # before any start: instances get its identity
         zk_hosts, ref_problem = await self._cluster_hosts(ctx, app)
-        template = instance_template(app, self._env(ctx, zk_hosts, identity))
+        zk_auth: str | None = None
+        if ref_problem is None:
+            zk_hosts, zk_auth, ref_problem = await self._znode(ctx, app, zk_hosts)
+        template = instance_template(app, self._env(ctx, zk_hosts, identity, zk_auth))
         await self.platform.set_template(ref, template, epoch=ctx.epoch)
         observed = list(await self.platform.observe(ref))
         present = await self._endpoints(ctx, ref)
@@ -194,8 +206,10 @@ class ApplicationReconciler:
 
     # ---- what instances are given ------------------------------------------------------
 
-    def _env(self, ctx: Context, zk_hosts: str, identity: registry.ServiceIdentity) -> list[tuple[str, str]]:
-        return [
+    def _env(
+        self, ctx: Context, zk_hosts: str, identity: registry.ServiceIdentity, zk_auth: str | None = None
+    ) -> list[tuple[str, str]]:
+        env = [
             ("ZK_HOSTS", zk_hosts),
             # Where instances report their load, and as whom: the service's identity, which may
             # write only in its own registry folders (never the operator's credentials).
@@ -203,6 +217,38 @@ class ApplicationReconciler:
             ("ZKOP_REGISTRY_ROOT", self.root),
             (registry.AUTH_ENV, identity.credentials),
         ]
+        if zk_auth is not None:
+            env.append(("ZK_AUTH", zk_auth))  # the ZookeeperZnode's identity, user:password (digest)
+        return env
+
+    async def _znode(
+        self, ctx: Context, app: Application, zk_hosts: str
+    ) -> tuple[str, str | None, tuple[str, str] | None]:
+        """With spec.zookeeper.znodeRef: ZK_HOSTS with the znode's path as chroot and its identity
+        (``user:password``); else what the cluster gave."""
+        for users in self.znode_refs.values():
+            users.discard(Request(app.namespace, app.name))
+        ref = app.spec.zookeeper.znode_ref if app.spec.zookeeper else None
+        if ref is None or app.spec.zookeeper is None:
+            return zk_hosts, None, None
+        ns = ref.namespace or app.namespace
+        self.znode_refs.setdefault((ns, ref.name), set()).add(Request(app.namespace, app.name))
+        what = f"zookeeperznode {ns}/{ref.name} (spec.zookeeper.znodeRef)"
+        try:
+            znode = await ctx.store.get("ZookeeperZnode", ns, ref.name)
+        except NotFound:
+            return "", None, ("ZnodeNotFound", f"{what} does not exist; no instance is started")
+        assert isinstance(znode, ZookeeperZnode)
+        cluster = app.spec.zookeeper.cluster_ref
+        theirs = znode.spec.cluster_ref
+        if (theirs.namespace or ns, theirs.name) != (cluster.namespace or app.namespace, cluster.name):
+            return "", None, ("ZnodeClusterMismatch", f"{what} is in another cluster than spec.zookeeper.clusterRef")
+        if znode.status.phase != "Ready" or not znode.status.connection_string:
+            return "", None, ("ZnodeNotReady", f"{what} is not ready yet; waiting")
+        found = await self.secrets.read(ns, credentials_name(ref.name)) if self.secrets is not None else None
+        if not found or "auth" not in found:
+            return "", None, ("ZnodeNotReady", f"the credentials of {what} are not there yet; waiting")
+        return znode.status.connection_string, found["auth"], None
 
     async def _cluster_hosts(self, ctx: Context, app: Application) -> tuple[str, tuple[str, str] | None]:
         for users in self.refs.values():
@@ -378,9 +424,10 @@ def controller(
     registry_root: str = "/zkop",
     *,
     leftover_period: float = LEFTOVER_PERIOD,
+    secrets: SecretStore | None = None,
 ) -> Controller:
-    """The Application controller on ``platform``."""
-    reconciler = ApplicationReconciler(platform, registry_root=registry_root)
+    """The Application controller on ``platform`` (``secrets``: where ZookeeperZnode credentials are)."""
+    reconciler = ApplicationReconciler(platform, registry_root=registry_root, secrets=secrets)
 
     async def leftovers() -> list[Request]:
         return [Request(ref.namespace, ref.name) for ref in await platform.apps()]
@@ -392,7 +439,10 @@ def controller(
         workers=2,
         namespace=namespace,
         resync_period=30.0,
-        watches=[Watch("ZookeeperCluster", reconciler.apps_using)],
+        watches=[
+            Watch("ZookeeperCluster", reconciler.apps_using),
+            Watch("ZookeeperZnode", reconciler.apps_using_znode),
+        ],
         # An Application removed behind the operator's back (its finalizer never ran) leaves
         # instances on the platform; their key is reconciled, finds no object, and stops them.
         periodic=[Periodic(leftover_period, leftovers)],

@@ -37,6 +37,7 @@ from zkop.platform.base import (
     LastExit,
     MemberObservation,
     MemberTemplate,
+    TlsFiles,
 )
 from zkop.platform.kubernetes import members as M
 from zkop.zk import auth, fourlw
@@ -126,6 +127,10 @@ class KubernetesZookeeperPlatform:
 
     def claim(self, epoch: int) -> None:
         """Nothing to record: the newest epoch is the election's own znode."""
+
+    async def check(self, epoch: int | None) -> None:
+        """Refuse (:class:`Fenced`) an action of a term older than the newest begun."""
+        await self._check(epoch)
 
     async def _check(self, epoch: int | None) -> None:
         if epoch is None or self.epoch_path is None:
@@ -451,6 +456,10 @@ class KubernetesZookeeperPlatform:
             "Secret", M.secret(cluster, password, auth.digest(auth.SUPER_USER, password)), cluster.namespace
         )
         return await self.super_password(cluster)
+
+    async def client_tls(self, cluster: ClusterRef) -> TlsFiles | None:
+        """TLS is not yet made on Kubernetes (members serve plain)."""
+        return None
 
 
 def _member_id(labels: dict[str, str] | None) -> int | None:

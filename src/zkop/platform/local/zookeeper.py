@@ -264,6 +264,12 @@ class LocalZookeeperPlatform:
         except OSError as exc:
             raise ZkopError(f"cluster {cluster.key} has no super-user password: {exc}") from None
 
+    async def client_tls(self, cluster: ClusterRef) -> tlslib.TlsFiles | None:
+        ens = self.ensemble(cluster)
+        if not ens.exists():
+            return None
+        return await asyncio.to_thread(LocalTls(ens).operator_files)
+
     # ---- TLS (not in the contract: what the local CLI asks of a cluster's CA) ----------------
 
     async def issue_client_certificate(
