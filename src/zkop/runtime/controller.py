@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import traceback
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from zkop.api import Condition, Resource
 from zkop.coord.coordination import Coordination
+from zkop.runtime.cache import CachedReads
 from zkop.runtime.informer import Informer
 from zkop.runtime.metrics import ManagerMetrics, QueueMetrics
 from zkop.runtime.ratelimit import default_controller_rate_limiter
@@ -77,6 +79,7 @@ class Controller:
         *,
         max_concurrent_reconciles: int = 2,
         workers: int | None = None,
+        cached_reads: bool = True,
         resync_period: float = 30.0,
         relist_period: float | None = 60.0,
         namespace: str | None = None,
@@ -90,6 +93,8 @@ class Controller:
         # Reconciles in flight at once (controller-runtime's MaxConcurrentReconciles); the
         # queue still never hands one key to two of them.
         self.workers = workers if workers is not None else max_concurrent_reconciles
+        # Reads of the watched kinds from the informers' caches (see runtime.cache).
+        self.cached_reads = cached_reads
         self.resync_period = resync_period
         self.relist_period = relist_period
         self.namespace = namespace
@@ -173,6 +178,8 @@ class Controller:
             asyncio.create_task(self._periodic(p, primary), name=f"{self.name}-periodic-{n}")
             for n, p in enumerate(self.periodic)
         ]
+        if self.cached_reads:
+            ctx = dataclasses.replace(ctx, store=CachedReads(ctx.store, {i.kind: i for i in self.informers}))
         tasks += [
             asyncio.create_task(self._worker(ctx, metrics), name=f"{self.name}-worker-{n}") for n in range(self.workers)
         ]

@@ -205,6 +205,18 @@ class Manager:
         hold = asyncio.create_task(self.election.hold())
         try:
             while not self.stopping.is_set() and not hold.done() and not self._fenced.is_set():
+                task = self._controllers_task
+                if task is not None and task.done() and not task.cancelled():
+                    # A controller (or a platform's runnable) ended with an error: report it and
+                    # start the set again, a moment later, rather than lead with nothing running.
+                    log.error(
+                        "controllers stopped: %s; starting them again",
+                        task.exception(),
+                        extra={"manager": name, "epoch": epoch},
+                    )
+                    self._controllers_task = None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), FENCED_PAUSE)
                 if self.election.leading and self._controllers_task is None:
                     await self._drain_retired()
                     self._start_controllers(ctx)

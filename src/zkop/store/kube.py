@@ -433,6 +433,9 @@ class KubeStore:
         else:
             resp = await self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, **params)
         try:
+            if resp.status != 200:
+                body = (await resp.read()).decode(errors="replace")
+                raise ApiException(status=resp.status, reason=body[:500])
             while True:
                 line = await resp.content.readline()
                 if not line:
