@@ -214,8 +214,3 @@ spec:
     {{- toYaml $resources | nindent 4 }}
 {{- end }}
 
-{{/* A probe command: GET http://127.0.0.1:<port><path> from inside the operator container. */}}
-{{- define "zkop.probe" -}}
-{{- $script := printf "import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d%s', timeout=2)" (int .port) .path }}
-{{- list "python" "-c" $script | toJson }}
-{{- end }}
