@@ -131,9 +131,11 @@ PodDisruptionBudgets, Secrets, ConfigMaps), under a condition on the value that 
 With platform: kubernetes (members and instances as Pods):
 - pods: get, list, watch, create, delete   members and instances are Pods (read, listed by label,
   watched so a change is seen at once, created, deleted); never updated: a change is a new Pod.
-- secrets: get, create, update, delete   a cluster's super-user Secret (made once, read), an
+- secrets: get, list, create, update, delete   a cluster's super-user Secret (made once, read), an
   Application's registry Secret (updated when its credentials change), a ZookeeperZnode's
-  credentials (zkop-znode-<name>); deleted with their owner.
+  credentials (zkop-znode-<name>), with TLS a cluster's CA (<cluster>-ca, mounted by no Pod) and its
+  members' key stores (<cluster>-<id>-tls, listed by label to see when each ends); deleted with
+  their owner.
 - persistentvolumeclaims: list, create, patch, delete   a member's volume; a removed member's is
   labelled zkop.io/removed (patch) or deleted by the reclaim policy.
 - services, poddisruptionbudgets: create, delete; configmaps: create, update, delete   per cluster.
@@ -161,7 +163,7 @@ With platform: kubernetes (members and instances as Pods):
   verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "update", "delete"]
+  verbs: ["get", "list", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "create", "patch", "delete"]

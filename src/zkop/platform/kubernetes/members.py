@@ -16,7 +16,7 @@ import base64
 from typing import Any
 
 from zkop.platform.base import ClusterRef, MemberTemplate
-from zkop.zk.config import FOUR_LETTER_WORDS, MemberAddress, render_dynamic
+from zkop.zk.config import FOUR_LETTER_WORDS, MemberAddress, ServerTls, render_dynamic, tls_lines
 
 DEFAULT_IMAGE = "zookeeper:3.9.3"
 DATA = "/data"
@@ -45,6 +45,12 @@ if ! ls /data/zoo.cfg.dynamic* >/dev/null 2>&1; then
 fi
 dyn=$(grep '^dynamicConfigFile=' /data/zoo.cfg 2>/dev/null || echo "dynamicConfigFile=/data/zoo.cfg.dynamic")
 grep -v '^dynamicConfigFile=' /conf/zoo.cfg > /data/zoo.cfg.new
+# A member whose line in the dynamic file still gives its plain client address (a cluster born
+# without client TLS) opens that port plain: it serves TLS beside it on the one port instead.
+if grep -q "^server\.${ZKOP_MEMBER_ID}=.*;" "${dyn#dynamicConfigFile=}" 2>/dev/null; then
+  sed -i -e 's/^secureClientPort=.*/client.portUnification=true/' -e '/^secureClientPortAddress=/d' \
+    -e '/^clientPort=/d' /data/zoo.cfg.new
+fi
 echo "$dyn" >> /data/zoo.cfg.new
 mv /data/zoo.cfg.new /data/zoo.cfg
 """
@@ -52,6 +58,15 @@ mv /data/zoo.cfg.new /data/zoo.cfg
 # Ready when the server reports a mode (it serves as part of a quorum); probes never change
 # membership.
 READY_SCRIPT = 'exec 3<>"/dev/tcp/${POD_IP}/2181" && echo srvr >&3 && grep -q "^Mode:" <&3'
+# With client TLS the probe presents the member's own certificate (it has the client usage).
+TLS = "/tls"
+READY_SCRIPT_TLS = (
+    'echo srvr | openssl s_client -quiet -connect "${POD_IP}:2181" -cert /tls/keystore.pem -key /tls/keystore.pem '
+    '-CAfile /tls/truststore.pem 2>/dev/null | grep -q "^Mode:"'
+)
+CLIENT_TLS = "zkop.io/client-tls"
+NOT_AFTER = "zkop.io/not-after"
+CA_FINGERPRINT = "zkop.io/ca-fingerprint"
 
 
 def labels(cluster: ClusterRef, member_id: int | None = None) -> dict[str, str]:
@@ -94,6 +109,36 @@ def config_name(cluster: ClusterRef) -> str:
     return f"{cluster.name}-config"
 
 
+def ca_secret_name(cluster: ClusterRef) -> str:
+    """The cluster's CA (certificate and private key): read by the operator, mounted by no Pod."""
+    return f"{cluster.name}-ca"
+
+
+def tls_secret_name(cluster: ClusterRef, member_id: int) -> str:
+    """A member's key store and trust store, mounted at /tls in its Pod."""
+    return f"{cluster.name}-{member_id}-tls"
+
+
+def member_names(cluster: ClusterRef, member_id: int, domain: str = DOMAIN) -> list[str]:
+    """Every name a member is reached by: its Pod under the headless Service, the client Service
+    (clients connect through it), and the loopback names its own probes use."""
+    pod_host = f"{pod_name(cluster, member_id)}.{headless_name(cluster)}"
+    client = client_name(cluster)
+    ns = cluster.namespace
+    return [
+        f"{pod_host}.{ns}.svc.{domain}",
+        f"{pod_host}.{ns}.svc",
+        f"{pod_host}.{ns}",
+        pod_host,
+        f"{client}.{ns}.svc.{domain}",
+        f"{client}.{ns}.svc",
+        f"{client}.{ns}",
+        client,
+        "localhost",
+        "127.0.0.1",
+    ]
+
+
 def address(cluster: ClusterRef, member_id: int, domain: str = DOMAIN) -> MemberAddress:
     """The stable name of a member: its Pod under the headless Service."""
     host = f"{pod_name(cluster, member_id)}.{headless_name(cluster)}.{cluster.namespace}.svc.{domain}"
@@ -128,9 +173,54 @@ def static_config(template: MemberTemplate) -> str:
         lines.append(f"minSessionTimeout={s.min_session_timeout}")
     if s.max_session_timeout is not None:
         lines.append(f"maxSessionTimeout={s.max_session_timeout}")
+    policy = template.tls
+    if policy is not None and policy.enabled:
+        if policy.client is not None and policy.client != "Tls":
+            lines.append(f"clientPort={CLIENT_PORT}")  # the dynamic lines carry no client address
+        anywhere = MemberAddress(0, "0.0.0.0", QUORUM_PORT, ELECTION_PORT, CLIENT_PORT)
+        lines += tls_lines(
+            ServerTls(
+                key_store=f"{TLS}/keystore.pem",
+                trust_store=f"{TLS}/truststore.pem",
+                secure_client=anywhere if policy.client == "Tls" else None,
+                client_unified=policy.client == "Both",
+                quorum=policy.quorum in ("Tls", "Both"),
+                quorum_unified=policy.quorum in ("Both", "Accept"),
+            )
+        )
     lines += [f"{k}={s.additional[k]}" for k in sorted(s.additional)]
     lines.append(f"dynamicConfigFile={DATA}/zoo.cfg.dynamic")
     return "\n".join(lines) + "\n"
+
+
+def ca_secret(cluster: ClusterRef, cert_pem: str, key_pem: str, fingerprint: str) -> dict[str, Any]:
+    meta = _meta(ca_secret_name(cluster), cluster)
+    meta["annotations"] = {CA_FINGERPRINT: fingerprint}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+        "data": {"ca.crt": _b64(cert_pem), "ca.key": _b64(key_pem)},
+    }
+
+
+def tls_secret(
+    cluster: ClusterRef, member_id: int, key_store: str, ca_pem: str, not_after: float, ca_fingerprint: str
+) -> dict[str, Any]:
+    meta = _meta(tls_secret_name(cluster, member_id), cluster, member_id)
+    meta["annotations"] = {NOT_AFTER: str(int(not_after)), CA_FINGERPRINT: ca_fingerprint}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+        "data": {"keystore.pem": _b64(key_store), "truststore.pem": _b64(ca_pem)},
+    }
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def config_map(cluster: ClusterRef, template: MemberTemplate) -> dict[str, Any]:
@@ -143,9 +233,7 @@ def config_map(cluster: ClusterRef, template: MemberTemplate) -> dict[str, Any]:
 
 
 def secret(cluster: ClusterRef, password: str, digest: str) -> dict[str, Any]:
-    def b64(text: str) -> str:
-        return base64.b64encode(text.encode()).decode()
-
+    b64 = _b64
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -235,6 +323,10 @@ def pod(
     annotations = {CONFIG_HASH: template.config_hash}
     if epoch is not None:
         annotations[EPOCH] = str(epoch)
+    tls = template.tls is not None and template.tls.enabled
+    client_tls = template.tls is not None and template.tls.client is not None
+    if client_tls:
+        annotations[CLIENT_TLS] = "true"
     env: list[dict[str, Any]] = [
         {"name": "ZKOP_MEMBER_ID", "value": str(member_id)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -243,7 +335,12 @@ def pod(
         {"name": "data", "persistentVolumeClaim": {"claimName": pvc_name(cluster, member_id)}},
         {"name": "conf", "configMap": {"name": config_name(cluster)}},
     ]
-    mounts = [{"name": "data", "mountPath": DATA}, {"name": "conf", "mountPath": CONF}]
+    mounts: list[dict[str, Any]] = [{"name": "data", "mountPath": DATA}, {"name": "conf", "mountPath": CONF}]
+    if tls:
+        volumes.append(
+            {"name": "tls", "secret": {"secretName": tls_secret_name(cluster, member_id), "defaultMode": 0o440}}
+        )
+        mounts.append({"name": "tls", "mountPath": TLS, "readOnly": True})
     digest = {
         "name": "ZKOP_SUPER_DIGEST",
         "valueFrom": {"secretKeyRef": {"name": secret_name(cluster), "key": "digest"}},
@@ -263,7 +360,13 @@ def pod(
                     "name": "prepare",
                     "image": image,
                     "command": ["/bin/sh", "-c", INIT_SCRIPT],
-                    "env": [*env, {"name": "ZKOP_MEMBERSHIP", "value": render_dynamic(membership).strip()}],
+                    "env": [
+                        *env,
+                        {
+                            "name": "ZKOP_MEMBERSHIP",
+                            "value": render_dynamic(membership, with_client=template.client_in_config).strip(),
+                        },
+                    ],
                     "volumeMounts": mounts,
                 }
             ],
@@ -288,7 +391,7 @@ def pod(
                         {"name": "election", "containerPort": ELECTION_PORT},
                     ],
                     "readinessProbe": {
-                        "exec": {"command": ["bash", "-c", READY_SCRIPT]},
+                        "exec": {"command": ["bash", "-c", READY_SCRIPT_TLS if client_tls else READY_SCRIPT]},
                         "periodSeconds": 2,
                         "timeoutSeconds": 2,
                         "failureThreshold": 1,
@@ -317,16 +420,21 @@ __all__ = [
     "MEMBER_LABEL",
     "REMOVED_LABEL",
     "address",
+    "ca_secret",
+    "ca_secret_name",
     "client_service",
     "config_map",
     "disruption_budget",
     "headless_service",
     "labels",
+    "member_names",
     "pod",
     "pod_name",
     "pvc_name",
     "secret",
     "selector",
     "static_config",
+    "tls_secret",
+    "tls_secret_name",
     "volume_claim",
 ]

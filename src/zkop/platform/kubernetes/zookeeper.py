@@ -20,8 +20,11 @@ import asyncio
 import base64
 import contextlib
 import json
+import ssl
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
@@ -38,10 +41,14 @@ from zkop.platform.base import (
     MemberObservation,
     MemberTemplate,
     TlsFiles,
+    TlsPolicy,
 )
 from zkop.platform.kubernetes import members as M
 from zkop.zk import auth, fourlw
+from zkop.zk import tls as tlslib
+from zkop.zk.certs import CertificateAuthority, certificate_info, split_names
 from zkop.zk.config import MemberAddress, parse_server_line
+from zkop.zk.tls import write_private
 
 STOP_TIMEOUT = 60.0  # seconds to wait for a Pod to be gone after its deletion
 
@@ -77,6 +84,7 @@ class KubernetesZookeeperPlatform:
         self.epoch_path = epoch_path
         self.acl = list(acl)
         self.domain = domain
+        self._tls_dir: Path | None = None  # the operator's client certificates, private to this process
 
     # ---- changes as they happen ------------------------------------------------------
 
@@ -184,12 +192,16 @@ class KubernetesZookeeperPlatform:
         ns = cluster.namespace
         self._watch_pods(ns)
         try:
-            pods, claims = await asyncio.gather(
+            pods, claims, secrets = await asyncio.gather(
                 self.core.list_namespaced_pod(ns, label_selector=M.selector(cluster)),
                 self.core.list_namespaced_persistent_volume_claim(ns, label_selector=M.selector(cluster)),
+                self.core.list_namespaced_secret(ns, label_selector=M.selector(cluster)),
             )
         except ApiException as exc:
             raise _api_error(exc, f"observing {cluster.key}") from None
+        expires = _certificate_ends(secrets.items)
+        files = await self.client_tls(cluster)
+        tls = tlslib.client_context(files) if files is not None else None
         next_id, _ = await self._next_id(cluster)
         by_pod = {_member_id(p.metadata.labels): p for p in pods.items}
         by_claim = {
@@ -200,14 +212,20 @@ class KubernetesZookeeperPlatform:
         ids = sorted(i for i in {*by_pod, *by_claim} if i is not None)
         if not ids and next_id == 1 and not await self._has_config(cluster):
             return None
-        observed = list(await asyncio.gather(*(self._member(cluster, i, by_pod.get(i), by_claim.get(i)) for i in ids)))
+        observed = list(
+            await asyncio.gather(
+                *(self._member(cluster, i, by_pod.get(i), by_claim.get(i), tls, expires.get(i)) for i in ids)
+            )
+        )
         stored, version = await self._stored_config(cluster, observed, list(by_pod.values()))
         # A participant whose Pod and volume are both gone is still a member (without data) until
         # it is reconfigured out.
         for gone in sorted({a.id for a in stored} - set(ids)):
             observed.append(await self._member(cluster, gone, None, None))
         ids = sorted({*ids, *(a.id for a in stored)})
-        return ClusterObservation(tuple(observed), max([next_id, *(i + 1 for i in ids)]), stored, version)
+        return ClusterObservation(
+            tuple(observed), max([next_id, *(i + 1 for i in ids)]), stored, version, client_tls=files
+        )
 
     async def _has_config(self, cluster: ClusterRef) -> bool:
         return await (await self._zk()).exists(self._config_path(cluster)) is not None
@@ -228,11 +246,13 @@ class KubernetesZookeeperPlatform:
             kept: dict[str, Any] = json.loads(raw.decode() or "{}")
         except (NoNodeError, ValueError):
             kept, stat = {}, None
+        files = await self.client_tls(cluster)
         for m in sorted(observed, key=lambda m: m.state.mode != "leader"):
             if not m.ready:
                 continue
             host, _, port = m.endpoint.rpartition(":")
-            conf = await fourlw.conf(host, int(port), timeout=1.0)
+            tls = tlslib.client_context(files) if files is not None and m.client_tls else None
+            conf = await fourlw.conf(host, int(port), timeout=1.0, tls=tls)
             if conf.reachable and conf.members and (conf.config_version or 0) > int(kept.get("version") or 0):
                 kept = {"version": conf.config_version, "servers": [a.server_line() for a in conf.members]}
                 data = json.dumps(kept).encode()
@@ -256,8 +276,17 @@ class KubernetesZookeeperPlatform:
                             best = listed
         return tuple(best), None
 
-    async def _member(self, cluster: ClusterRef, member_id: int, pod: Any, claim: Any) -> MemberObservation:
+    async def _member(
+        self,
+        cluster: ClusterRef,
+        member_id: int,
+        pod: Any,
+        claim: Any,
+        tls: ssl.SSLContext | None = None,
+        certificate_expires: float | None = None,
+    ) -> MemberObservation:
         address = M.address(cluster, member_id, self.domain)
+        client_tls = pod is not None and (pod.metadata.annotations or {}).get(M.CLIENT_TLS) == "true"
         status = pod.status if pod is not None else None
         container = _container(status, "zookeeper")
         terminating = pod is not None and pod.metadata.deletion_timestamp is not None
@@ -269,7 +298,7 @@ class KubernetesZookeeperPlatform:
         pod_ip = status.pod_ip if status is not None else None
         state = fourlw.ServerState(address.client_endpoint, reachable=False, error="not running")
         if up and pod_ip:
-            state = await fourlw.server_state(pod_ip, M.CLIENT_PORT, timeout=1.0)
+            state = await fourlw.server_state(pod_ip, M.CLIENT_PORT, timeout=1.0, tls=tls if client_tls else None)
         unresponsive = up and not state.reachable and "timed out" in (state.error or "").lower()
         last = container.last_state.terminated if container is not None and container.last_state else None
         data_present = claim is not None and claim.metadata.deletion_timestamp is None and claim.status.phase != "Lost"
@@ -287,6 +316,8 @@ class KubernetesZookeeperPlatform:
             config_hash=(pod.metadata.annotations or {}).get(M.CONFIG_HASH) if pod is not None else None,
             last_exit=LastExit(last.reason or "Error", last.exit_code) if last is not None else None,
             reach=f"{pod_ip}:{M.CLIENT_PORT}" if pod_ip else None,
+            client_tls=client_tls,
+            certificate_expires=certificate_expires if pod is not None else None,
         )
 
     # ---- effects --------------------------------------------------------------------------
@@ -372,6 +403,8 @@ class KubernetesZookeeperPlatform:
             await self._delete_pod(cluster, member_id)
         me = M.address(cluster, member_id, self.domain)
         members = [a for a in membership if a.id != member_id] + [me]
+        if template.tls is not None and template.tls.enabled:
+            await self._ensure_member_certificate(cluster, member_id, template.tls)
         await self._create("Pod", M.pod(cluster, member_id, template, members, epoch=epoch, domain=self.domain), ns)
 
     async def _delete_pod(self, cluster: ClusterRef, member_id: int) -> None:
@@ -400,6 +433,7 @@ class KubernetesZookeeperPlatform:
     async def remove_member(self, cluster: ClusterRef, member_id: int, *, purge_data: bool, epoch: int | None) -> None:
         await self._check(epoch)
         await self._delete_pod(cluster, member_id)
+        await self._delete_secret(cluster, M.tls_secret_name(cluster, member_id))
         await self._release_claim(cluster, M.pvc_name(cluster, member_id), purge_data)
 
     async def _release_claim(self, cluster: ClusterRef, name: str, purge_data: bool) -> None:
@@ -435,6 +469,10 @@ class KubernetesZookeeperPlatform:
         claims = await self.core.list_namespaced_persistent_volume_claim(ns, label_selector=M.selector(cluster))
         for claim in claims.items:
             await self._release_claim(cluster, claim.metadata.name, purge_data)
+        secrets = await self.core.list_namespaced_secret(ns, label_selector=M.selector(cluster))
+        for found in secrets.items:
+            if found.metadata.name != M.secret_name(cluster):  # the super-user Secret went above
+                await self._delete_secret(cluster, found.metadata.name)
         zk = await self._zk()
         with contextlib.suppress(NoNodeError):
             await zk.delete(self._config_path(cluster))  # the members are gone: so is their configuration
@@ -457,9 +495,113 @@ class KubernetesZookeeperPlatform:
         )
         return await self.super_password(cluster)
 
+    # ---- TLS ------------------------------------------------------------------------------
+
+    async def _delete_secret(self, cluster: ClusterRef, name: str) -> None:
+        try:
+            await self.core.delete_namespaced_secret(name, cluster.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"deleting Secret {name}") from None
+
+    async def _read_secret(self, cluster: ClusterRef, name: str) -> Any:
+        try:
+            return await self.core.read_namespaced_secret(name, cluster.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading Secret {name}") from None
+
+    async def _ca(self, cluster: ClusterRef, *, create: bool) -> CertificateAuthority | None:
+        """The cluster's CA, kept in a Secret that no Pod mounts (made on first use)."""
+        found = await self._read_secret(cluster, M.ca_secret_name(cluster))
+        if found is not None:
+            data = found.data or {}
+            return CertificateAuthority(_unb64(data["ca.crt"]), _unb64(data["ca.key"]))
+        if not create:
+            return None
+        ca = CertificateAuthority.create(f"zkop {cluster.namespace}/{cluster.name} CA")
+        await self._create("Secret", M.ca_secret(cluster, ca.cert_pem, ca.key_pem, ca.fingerprint), cluster.namespace)
+        return await self._ca(cluster, create=False)  # the one stored (another replica may have won)
+
+    async def _ensure_member_certificate(self, cluster: ClusterRef, member_id: int, policy: TlsPolicy) -> None:
+        """Issue the member's key store (a Secret mounted at /tls) when it has none, its CA is not
+        the cluster's, or it ends within ``renew_before`` (a member restarted for it gets a new one)."""
+        ca = await self._ca(cluster, create=True)
+        assert ca is not None
+        name = M.tls_secret_name(cluster, member_id)
+        found = await self._read_secret(cluster, name)
+        if found is not None:
+            notes = found.metadata.annotations or {}
+            try:
+                ends = float(notes.get(M.NOT_AFTER, "0"))
+            except ValueError:
+                ends = 0.0
+            if notes.get(M.CA_FINGERPRINT) == ca.fingerprint and ends - time.time() > policy.renew_before:
+                return
+        dns, ips = split_names(M.member_names(cluster, member_id, self.domain))
+        issued = ca.issue(f"{cluster.name}-{member_id}", validity=policy.validity, dns_names=dns, ip_addresses=ips)
+        body = M.tls_secret(cluster, member_id, issued.key_store, ca.cert_pem, issued.not_after, ca.fingerprint)
+        if found is None:
+            await self._create("Secret", body, cluster.namespace)
+            return
+        try:
+            await self.core.replace_namespaced_secret(name, cluster.namespace, body)  # type: ignore[arg-type]
+        except ApiException as exc:
+            raise _api_error(exc, f"writing Secret {name}") from None
+
     async def client_tls(self, cluster: ClusterRef) -> TlsFiles | None:
-        """TLS is not yet made on Kubernetes (members serve plain)."""
-        return None
+        """The operator's client certificate for the cluster, in a directory private to this process
+        (renewed when half used); Pods are reached by IP, so names are not checked, the CA is."""
+        ca = await self._ca(cluster, create=False)
+        if ca is None:
+            return None
+        if self._tls_dir is None:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="zkop-tls-"))
+        where = self._tls_dir / cluster.namespace / cluster.name
+        files = TlsFiles(where / "ca.crt", where / "operator.pem", check_hostname=False)
+        try:
+            info = certificate_info(files.cert.read_text())
+            if (
+                files.ca.read_text() == ca.cert_pem
+                and info.not_after - time.time() > (info.not_after - info.not_before) / 2
+            ):
+                return files
+        except (OSError, ValueError):
+            pass
+        issued = ca.issue("zkop-operator", validity=30 * 24 * 3600, server=False)
+        write_private(files.ca, ca.cert_pem)
+        write_private(files.cert, issued.key_store)
+        return files
+
+    async def member_files(self, cluster: ClusterRef, member_id: int) -> Sequence[str]:
+        raise KubernetesError(
+            "backups of members running as Pods are not supported yet", hint="the local platform takes backups"
+        )
+
+    async def copy_member_file(self, cluster: ClusterRef, member_id: int, name: str, dest: Path) -> None:
+        raise KubernetesError(
+            "backups of members running as Pods are not supported yet", hint="the local platform takes backups"
+        )
+
+
+def _unb64(value: str) -> str:
+    return base64.b64decode(value).decode()
+
+
+def _certificate_ends(secrets: Sequence[Any]) -> dict[int, float]:
+    """When each member's certificate ends, from its TLS Secret's annotation."""
+    out: dict[int, float] = {}
+    for found in secrets:
+        member = _member_id(found.metadata.labels)
+        notes = found.metadata.annotations or {}
+        if member is None or M.NOT_AFTER not in notes:
+            continue
+        try:
+            out[member] = float(notes[M.NOT_AFTER])
+        except ValueError:
+            out[member] = 0.0
+    return out
 
 
 def _member_id(labels: dict[str, str] | None) -> int | None:
