@@ -51,6 +51,7 @@ from zkop.api.registry import KINDS, KindInfo
 from zkop.api.zookeepercluster import (
     CONFIG_KEY_PATTERN,
     RESERVED_CONFIG_KEYS,
+    BackupSpec,
     CertificatesSpec,
     JvmSpec,
     ZookeeperClusterSpec,
@@ -332,6 +333,10 @@ MODEL_RULES: dict[type[BaseModel], tuple[Rule, ...]] = {
 
 #: Schema for single fields, by (model, field name as written in YAML).
 FIELD_SCHEMAS: dict[tuple[type[BaseModel], str], FieldSchema] = {
+    (BackupSpec, "directory"): FieldSchema(
+        covers="_absolute",
+        rules=(Rule(rule="self.startsWith('/')", message="is not an absolute path", covers="_absolute"),),
+    ),
     (ZookeeperZnodeSpec, "path"): FieldSchema(
         covers="_check_path",
         rules=(

@@ -309,6 +309,27 @@ class TlsSpec(ApiModel):
         return self.client is not None or self.quorum is not None
 
 
+class BackupSpec(ApiModel):
+    """Backups taken on a schedule (a consistent copy of a serving member's data, with the ACLs
+    and quotas), the newest ``retain`` kept; ``zkop backup list`` shows them."""
+
+    interval_seconds: int = Field(
+        ge=10, le=366 * 24 * 3600, description="Seconds between backups (e.g. 86400 for a daily one)."
+    )
+    retain: int = Field(default=7, ge=1, le=1000, description="Backups of this cluster to keep; older ones go.")
+    directory: str | None = Field(
+        default=None,
+        description="(local) Absolute directory of the backups (default: backups/ in the operator's state dir).",
+    )
+
+    @field_validator("directory")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\0" in value):
+            raise ValueError(f"{value!r} is not an absolute path")
+        return value
+
+
 class ZookeeperClusterSpec(ApiModel):
     """Desired state of a ZooKeeper ensemble."""
 
@@ -333,6 +354,7 @@ class ZookeeperClusterSpec(ApiModel):
     )
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Where and how members keep their data.")
     tls: TlsSpec = Field(default_factory=TlsSpec, description="TLS for clients and between members (off by default).")
+    backup: BackupSpec | None = Field(default=None, description="Scheduled backups with retention; none when absent.")
     paused: bool = Field(default=False, description="When true, the operator observes the cluster but changes nothing.")
 
     @field_validator("zookeeper_home", "image")
@@ -381,6 +403,22 @@ class MemberStatus(ApiModel):
     )
 
 
+class BackupStatus(ApiModel):
+    """A backup as its manifest says."""
+
+    name: str = Field(description="Name of the backup in its target.")
+    zxid: str = Field(description="The last transaction it holds (hex).")
+    created_at: str = Field(description="When it was taken (ISO 8601, UTC).")
+    location: str | None = Field(default=None, description="Where the backups are kept.")
+
+
+class RestoreStatus(ApiModel):
+    """Where a restored cluster's data came from."""
+
+    backup: str = Field(description="The backup restored.")
+    zxid: str = Field(description="The last transaction of the backup, which the cluster holds (hex).")
+
+
 class ZookeeperClusterStatus(ApiModel):
     """Observed state of a ZooKeeper ensemble."""
 
@@ -410,6 +448,10 @@ class ZookeeperClusterStatus(ApiModel):
     certificates_expire_at: str | None = Field(
         default=None,
         description="With TLS: when the first of the members' certificates ends (ISO 8601, UTC).",
+    )
+    last_backup: BackupStatus | None = Field(default=None, description="The newest scheduled backup.")
+    restored: RestoreStatus | None = Field(
+        default=None, description="The backup the cluster was restored from (`zkop backup restore`)."
     )
 
 

@@ -1,4 +1,5 @@
-"""``zkop restart zookeepercluster NAME``: ask for a rolling restart; ``zkop zkc ...`` (:mod:`.zkc`)."""
+"""``zkop restart zookeepercluster NAME``: ask for a rolling restart; ``zkop zkc ...`` (:mod:`.zkc`) and
+``zkop backup ...`` (:mod:`.backup`) are registered here too."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ async def _restart(where: connect.Connection | KubeTarget, namespace: str, name:
 
 
 def register(app: typer.Typer) -> None:
+    from zkop.cli import backup
     from zkop.cli.zkc import app as zkc_app
 
     app.add_typer(zkc_app, name="zkc")
+    backup.register(app)
 
     @app.command()
     def restart(

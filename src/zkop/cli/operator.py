@@ -102,8 +102,12 @@ async def build_manager(
         instances = LocalInstancePlatform(state_dir, platform.fence)
         zookeepers = LocalZookeeperPlatform(state_dir, platform.fence)
         secrets = LocalSecretStore(state_dir, platform.fence)
+        from zkop.backup.schedule import ScheduledBackups
+
         controllers += [
-            zookeepercluster.controller(namespace, zookeepers),
+            zookeepercluster.controller(
+                namespace, zookeepers, backups=ScheduledBackups(zookeepers, state_dir / "backups")
+            ),
             application.controller(namespace, instances, conn.root, secrets=secrets),
             zookeeperznode.controller(namespace, zookeepers, secrets),
         ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from zkop.api.application import Probe
@@ -255,6 +256,16 @@ class ZookeeperPlatform(Protocol):
     async def client_tls(self, cluster: ClusterRef) -> TlsFiles | None:
         """The operator's client certificate for the cluster (as in :class:`ClusterObservation`),
         for connecting to it as a client; None when it has no TLS."""
+        ...
+
+    async def member_files(self, cluster: ClusterRef, member_id: int) -> Sequence[str]:
+        """Names of the snapshots and transaction logs in the member's data (ZooKeeper's
+        ``version-2``), for a backup taken while it runs."""
+        ...
+
+    async def copy_member_file(self, cluster: ClusterRef, member_id: int, name: str, dest: Path) -> None:
+        """Copy one of :meth:`member_files` to ``dest`` on the operator's machine, the member
+        running on (a log may grow meanwhile: the copy holds what was written when it was read)."""
         ...
 
     def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:

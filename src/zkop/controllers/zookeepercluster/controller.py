@@ -13,12 +13,13 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kazoo.exceptions import KazooException
 
 from zkop.api import ZookeeperCluster
 from zkop.api.meta import ResourceList
-from zkop.api.zookeepercluster import ZookeeperClusterStatus
+from zkop.api.zookeepercluster import RestoreStatus, ZookeeperClusterStatus
 from zkop.controllers.zookeepercluster import plan as P
 from zkop.controllers.zookeepercluster.driver import EnsembleAdmin, EnsembleDriver
 from zkop.controllers.zookeepercluster.status import stable, status_for
@@ -29,10 +30,15 @@ from zkop.store import NotFound
 from zkop.store.modify import add_finalizer, remove_finalizer
 from zkop.zk.config import ServerSettings, settings_hash
 
+if TYPE_CHECKING:
+    from zkop.backup.schedule import ScheduledBackups
+
 log = logging.getLogger("zkop.zookeepercluster")
 
 FINALIZER = "zkop.io/zookeepercluster"
 RESTART_ANNOTATION = "zkop.io/restartedAt"
+RESTORED_FROM_ANNOTATION = "zkop.io/restoredFrom"
+RESTORED_ZXID_ANNOTATION = "zkop.io/restoredZxid"
 STATUS_REFRESH = 30.0  # volatile figures (zxid, latency) are refreshed at most this often
 DONE_PERIOD = 1.0  # how often a healthy cluster is looked at (4lw only: no writes)
 STARTUP_GRACE = 60.0  # members started this recently that do not serve yet are booting, not lost
@@ -105,6 +111,13 @@ def member_template(obj: ZookeeperCluster) -> MemberTemplate:
     )
 
 
+def restored_from(obj: ZookeeperCluster) -> RestoreStatus | None:
+    """What `zkop backup restore` recorded on the object (annotations), for status."""
+    backup = obj.metadata.annotations.get(RESTORED_FROM_ANNOTATION)
+    zxid = obj.metadata.annotations.get(RESTORED_ZXID_ANNOTATION)
+    return RestoreStatus(backup=backup, zxid=zxid) if backup and zxid else None
+
+
 def desired_state(obj: ZookeeperCluster, config_hash: str) -> P.Desired:
     return P.Desired(
         replicas=obj.spec.replicas,
@@ -135,8 +148,11 @@ class ZookeeperClusterReconciler:
         unresponsive_grace: float = 30.0,
         startup_grace: float = STARTUP_GRACE,
         admin: EnsembleAdmin | None = None,
+        backups: ScheduledBackups | None = None,
     ) -> None:
+        """``backups``: takes spec.backup's scheduled backups (none are taken without it)."""
         self.platform = platform
+        self.backups = backups
         self.driver = EnsembleDriver(
             platform, unresponsive_grace=unresponsive_grace, startup_grace=startup_grace, admin=admin
         )
@@ -191,9 +207,11 @@ class ZookeeperClusterReconciler:
             return Result()
         if not isinstance(action, P.Wait | P.Done | P.Degraded):
             look = await self.driver.look(cluster)
-        await self._write_status(
-            ctx, obj, status_for(obj.status, look, action, desired, generation=obj.metadata.generation, error=error)
-        )
+        status = status_for(obj.status, look, action, desired, generation=obj.metadata.generation, error=error)
+        status = status.model_copy(update={"restored": restored_from(obj)})
+        if self.backups is not None and isinstance(action, P.Done) and error is None:
+            status = status.model_copy(update={"last_backup": await self.backups.run(obj, event)})
+        await self._write_status(ctx, obj, status)
         if error is not None:
             raise error
         if isinstance(action, P.Done):
@@ -216,11 +234,13 @@ class ZookeeperClusterReconciler:
             writes.last_status_write = time.monotonic()
 
 
-def controller(namespace: str | None, platform: ZookeeperPlatform) -> Controller:
+def controller(
+    namespace: str | None, platform: ZookeeperPlatform, *, backups: ScheduledBackups | None = None
+) -> Controller:
     ctrl = Controller(
         "zookeepercluster",
         "ZookeeperCluster",
-        ZookeeperClusterReconciler(platform),
+        ZookeeperClusterReconciler(platform, backups=backups),
         workers=2,
         namespace=namespace,
         resync_period=30.0,
@@ -232,6 +252,8 @@ def controller(namespace: str | None, platform: ZookeeperPlatform) -> Controller
 __all__ = [
     "FINALIZER",
     "RESTART_ANNOTATION",
+    "RESTORED_FROM_ANNOTATION",
+    "RESTORED_ZXID_ANNOTATION",
     "ZookeeperClusterReconciler",
     "controller",
     "desired_settings",

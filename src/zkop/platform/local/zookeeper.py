@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -269,6 +270,22 @@ class LocalZookeeperPlatform:
         if not ens.exists():
             return None
         return await asyncio.to_thread(LocalTls(ens).operator_files)
+
+    async def member_files(self, cluster: ClusterRef, member_id: int) -> Sequence[str]:
+        vdir = self.ensemble(cluster).data_dir(member_id) / "version-2"
+
+        def names() -> list[str]:
+            if not vdir.is_dir():
+                return []
+            return sorted(f.name for f in vdir.iterdir() if f.name.startswith(("snapshot.", "log.")))
+
+        return await asyncio.to_thread(names)
+
+    async def copy_member_file(self, cluster: ClusterRef, member_id: int, name: str, dest: Path) -> None:
+        if "/" in name or not name.startswith(("snapshot.", "log.")):
+            raise ZkopError(f"not a data file of a member: {name!r}")
+        source = self.ensemble(cluster).data_dir(member_id) / "version-2" / name
+        await asyncio.to_thread(shutil.copyfile, source, dest)
 
     # ---- TLS (not in the contract: what the local CLI asks of a cluster's CA) ----------------
 
