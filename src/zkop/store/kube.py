@@ -434,8 +434,7 @@ class KubeStore:
             resp = await self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, **params)
         try:
             if resp.status != 200:
-                body = (await resp.read()).decode(errors="replace")
-                raise ApiException(status=resp.status, reason=body[:500])
+                raise _refused(resp.status, await resp.read())
             while True:
                 line = await resp.content.readline()
                 if not line:
@@ -472,12 +471,16 @@ class KubeStore:
         note = message[:1000]
         selector = f"regarding.name={name},regarding.kind={kind}"
         try:
-            existing = await self.events_api.list_namespaced_event(namespace, field_selector=selector)
-            newest = max(existing.items, key=lambda e: _event_time(e), default=None)
-            if newest is not None and (newest.reason, newest.note, newest.type) == (reason, note, type_):
-                count = (newest.series.count if newest.series else 1) + 1
+            existing = [e for e in await self._events_raw(namespace, selector) if _ours(e)]
+            newest = max(existing, key=_event_time, default=None)
+            if newest is not None and (newest.get("reason"), newest.get("note"), newest.get("type")) == (
+                reason,
+                note,
+                type_,
+            ):
+                count = int((newest.get("series") or {}).get("count") or 1) + 1
                 patch = {"series": {"count": count, "lastObservedTime": now}}
-                await self.events_api.patch_namespaced_event(newest.metadata.name, namespace, patch)
+                await self.events_api.patch_namespaced_event(newest["metadata"]["name"], namespace, patch)
                 return
             body = k8s.EventsV1Event(
                 metadata=k8s.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=namespace),
@@ -496,6 +499,26 @@ class KubeStore:
         except ApiException as exc:
             raise self._error(exc, f"event about {kind.lower()} {namespace}/{name}") from None
 
+    async def _events_raw(self, namespace: str | None, selector: str | None) -> builtins.list[dict[str, Any]]:
+        """Events as the API server sends them (JSON): events of other components may lack
+        fields the typed client insists on (an eventTime converted from core/v1 events)."""
+        kw: dict[str, Any] = {"_preload_content": False}
+        if selector:
+            kw["field_selector"] = selector
+        resp: Any
+        if namespace is None:
+            resp = await self.events_api.list_event_for_all_namespaces(**kw)
+        else:
+            resp = await self.events_api.list_namespaced_event(namespace, **kw)
+        try:
+            body = await resp.read()
+            if resp.status != 200:
+                raise _refused(resp.status, body)
+            data = json.loads(body)
+        finally:
+            resp.close()
+        return [dict(e) for e in data.get("items", [])]
+
     async def list_events(
         self, namespace: str | None = None, *, kind: str | None = None, name: str | None = None
     ) -> builtins.list[EventRecord]:
@@ -504,36 +527,38 @@ class KubeStore:
             selectors.append(f"regarding.kind={resolve_kind(kind).kind}")
         if name is not None:
             selectors.append(f"regarding.name={name}")
-        kw: dict[str, Any] = {"field_selector": ",".join(selectors)} if selectors else {}
         try:
-            if namespace is None:
-                found = await self.events_api.list_event_for_all_namespaces(**kw)
-            else:
-                found = await self.events_api.list_namespaced_event(namespace, **kw)
+            found = await self._events_raw(namespace, ",".join(selectors) or None)
         except ApiException as exc:
             raise self._error(exc, "events") from None
         out = []
-        for e in found.items:
-            if e.reporting_controller != "zkop.io/operator" or e.regarding is None:
+        for e in found:
+            regarding = e.get("regarding") or {}
+            if not _ours(e):
                 continue
-            first = _iso(e.event_time or e.metadata.creation_timestamp)
-            last = _iso(e.series.last_observed_time) if e.series else first
+            meta = e.get("metadata") or {}
+            series = e.get("series") or {}
+            first = str(e.get("eventTime") or meta.get("creationTimestamp") or "")
             out.append(
                 EventRecord(
-                    type=e.type or "Normal",
-                    reason=e.reason or "",
-                    message=e.note or "",
-                    kind=e.regarding.kind or "",
-                    namespace=e.regarding.namespace or e.metadata.namespace or "",
-                    name=e.regarding.name or "",
-                    count=e.series.count if e.series else 1,
+                    type=str(e.get("type") or "Normal"),
+                    reason=str(e.get("reason") or ""),
+                    message=str(e.get("note") or ""),
+                    kind=str(regarding.get("kind") or ""),
+                    namespace=str(regarding.get("namespace") or meta.get("namespace") or ""),
+                    name=str(regarding.get("name") or ""),
+                    count=int(series.get("count") or 1),
                     first_timestamp=first,
-                    last_timestamp=last,
-                    source=e.reporting_instance or "",
+                    last_timestamp=str(series.get("lastObservedTime") or first),
+                    source=str(e.get("reportingInstance") or ""),
                 )
             )
         out.sort(key=lambda r: r.last_timestamp)
         return out
+
+
+def _ours(e: Mapping[str, Any]) -> bool:
+    return e.get("reportingController") == "zkop.io/operator" and bool(e.get("regarding"))
 
 
 def _zk_check(client: ZkClient, fence: Fence) -> TermCheck:
@@ -556,6 +581,13 @@ def forbidden(exc: ApiException) -> Forbidden:
     return Forbidden(f"forbidden: {message}", hint="check the ServiceAccount's RBAC")
 
 
+def _refused(status: int, body: bytes) -> ApiException:
+    """An ApiException for a response read raw (``_preload_content=False``)."""
+    exc = ApiException(status=status, reason="refused")
+    exc.body = body
+    return exc
+
+
 def _message(exc: ApiException) -> str:
     try:
         body = json.loads(exc.body or "{}")
@@ -564,9 +596,11 @@ def _message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def _event_time(e: Any) -> str:
-    t = (e.series.last_observed_time if e.series else None) or e.event_time or e.metadata.creation_timestamp
-    return _iso(t)
+def _event_time(e: Mapping[str, Any]) -> str:
+    series = e.get("series") or {}
+    return str(
+        series.get("lastObservedTime") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
+    )
 
 
 def _iso(value: Any) -> str:
