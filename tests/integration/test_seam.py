@@ -159,7 +159,6 @@ class SimEnsemble:
         leaving: int | None,
         from_config: int,
         tls: object = None,
-        client_in_config: bool = True,
     ) -> None:
         assert password == "secret" and self.quorum() and int(via.split("-")[1].split(":")[0]) in self.config
         assert from_config == self.version, "reconfig from the configuration observed"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 from typer.testing import CliRunner
 
@@ -25,7 +26,7 @@ from zkop.platform.base import ClusterRef
 from zkop.platform.local.ensemble import MAIN_CLASS
 from zkop.platform.local.tls import LocalTls
 from zkop.testing.quorum import Writer
-from zkop.zk import certs, fourlw
+from zkop.zk import auth, certs, fourlw
 from zkop.zk.config import MemberAddress, ServerSettings, render_dynamic, render_static
 from zkop.zk.distribution import locate
 from zkop.zk.tls import TlsFiles, client_context, write_private
@@ -71,6 +72,7 @@ async def user_files(op: Operator, directory: Path, name: str = "alice", validit
 
 
 def connects(hosts: str, timeout: float = 4.0, **options: Any) -> bool:
+    """Whether a client gets a session that can read."""
     client = KazooClient(hosts, timeout=timeout, connection_retry={"max_tries": 1}, **options)
     try:
         client.start(timeout=timeout)
@@ -79,11 +81,14 @@ def connects(hosts: str, timeout: float = 4.0, **options: Any) -> bool:
     try:
         client.get_children("/")
         return True
+    except KazooException:
+        return False  # with client TLS only, a plain session is closed at its first request
     finally:
         client.stop()
         client.close()
 
 
+@pytest.mark.timeout(300)
 async def test_client_tls_with_certificates_and_a_plain_connection_refused(operator: Operator, tmp_path: Path) -> None:
     await operator.store.create(tls_cluster())
     obj = await operator.wait(available(3), timeout=120)  # status is read over TLS (4lw on the secure port)
@@ -98,7 +103,7 @@ async def test_client_tls_with_certificates_and_a_plain_connection_refused(opera
         assert "PRIVATE KEY" in tls.key_store(m.id).read_text()
         assert ca_key_not_in(ens.member_dir(m.id), (ens.dir / "tls" / "ca.key").read_text())
         cfg = ens.config_file(m.id).read_text()
-        assert "secureClientPort=" in cfg and "\nclientPort=" not in cfg and "sslQuorum=true" in cfg
+        assert "enforce.auth.schemes=x509" in cfg and "client.portUnification=true" in cfg and "sslQuorum=true" in cfg
 
     # `zkop zkc cert` issues a user's certificate from the cluster's CA.
     out = tmp_path / "alice"
@@ -130,8 +135,11 @@ async def test_client_tls_with_certificates_and_a_plain_connection_refused(opera
         await asyncio.to_thread(client.stop)
         client.close()
 
-    # No plain connection: the client port speaks TLS only.
+    # No plain session: without a client certificate (only TLS carries one) ZooKeeper closes it,
+    # also with the super user's password.
     assert not await asyncio.to_thread(connects, hosts)
+    password = await operator.platform.super_password(REF)
+    assert not await asyncio.to_thread(connects, hosts, auth_data=[auth.super_auth(password)])
     # No certificate, or one from another CA: the handshake is refused.
     other = certs.CertificateAuthority.create("someone else")
     evil = other.issue("mallory", validity=3600, server=False)
@@ -146,6 +154,12 @@ async def test_client_tls_with_certificates_and_a_plain_connection_refused(opera
     # The operator's own view: the four-letter words over TLS with its certificate.
     state = await fourlw.server_state(host, int(port), tls=client_context(alice))
     assert state.serving and state.mode in ("leader", "follower")
+    # Reconfiguration goes over TLS too (kazoo with the operator's certificate): scale 3 -> 4.
+    await operator.change(replicas=4)
+    obj = await operator.wait(available(4), timeout=120)
+    assert "MemberAdded" in await operator.reasons()
+    new = max(m.id for m in obj.status.members)
+    assert "enforce.auth.schemes=x509" in ens.config_file(new).read_text()
 
 
 def ca_key_not_in(directory: Path, key: str) -> bool:

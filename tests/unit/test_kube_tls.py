@@ -24,14 +24,14 @@ def cfg(t: MemberTemplate) -> dict[str, str]:
 
 def test_zoo_cfg_for_each_mode() -> None:
     tls = cfg(template("Tls", "Tls"))
-    assert tls["secureClientPort"] == "2181" and tls["secureClientPortAddress"] == "0.0.0.0"
+    assert tls["client.portUnification"] == "true" and tls["enforce.auth.schemes"] == "x509"
     assert "clientPort" not in tls and tls["sslQuorum"] == "true" and "portUnification" not in tls
     assert tls["ssl.keyStore.location"] == "/tls/keystore.pem" and tls["ssl.trustStore.type"] == "PEM"
     both = cfg(template("Both", "Accept"))
-    assert both["clientPort"] == "2181" and both["client.portUnification"] == "true"
+    assert both["client.portUnification"] == "true" and "enforce.auth.enabled" not in both
     assert both["sslQuorum"] == "false" and both["portUnification"] == "true"
     quorum_only = cfg(template(None, "Tls"))
-    assert "clientPort" not in quorum_only and "secureClientPort" not in quorum_only  # the dynamic file gives it
+    assert "client.portUnification" not in quorum_only and quorum_only["sslQuorum"] == "true"
     plain = cfg(MemberTemplate(settings=ServerSettings(), config_hash="h"))
     assert not any(k.startswith("ssl") for k in plain)
 
@@ -48,7 +48,7 @@ def test_pod_mounts_its_key_store_and_probes_over_tls() -> None:
     assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in zk["volumeMounts"]
     assert "openssl s_client" in zk["readinessProbe"]["exec"]["command"][-1]
     membership = next(e["value"] for e in spec["initContainers"][0]["env"] if e["name"] == "ZKOP_MEMBERSHIP")
-    assert ";" not in membership  # no plain client address: secureClientPort is in zoo.cfg
+    assert membership.count(";") == 2  # ZooKeeper's reconfiguration needs every member's client address
     # Nobody mounts the CA.
     assert not any(v.get("secret", {}).get("secretName", "")[-2:] == "ca" for v in spec["volumes"])
 

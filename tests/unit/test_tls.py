@@ -29,6 +29,12 @@ def test_ca_issues_member_certificates_with_their_names() -> None:
     assert issued.key_store.startswith("-----BEGIN PRIVATE KEY-----")
 
 
+def test_long_names_fit_in_a_common_name() -> None:
+    ca = certs.CertificateAuthority.create("zkop " + "n" * 70 + "/orders-zk CA")
+    issued = ca.issue("m" * 80, validity=60)
+    assert len(certs.certificate_info(issued.cert_pem).subject) <= 64 + 3 and ca.issued(issued.cert_pem)
+
+
 def test_a_certificate_never_outlives_its_ca() -> None:
     ca = certs.CertificateAuthority.create("short", validity=3600, now=1e9)
     assert certs.not_after(ca.issue("x", validity=10 * 3600, now=1e9).cert_pem) == certs.not_after(ca.cert_pem)
@@ -50,31 +56,30 @@ def _cfg(**kw: Any) -> dict[str, str]:
 
 def test_static_config_for_tls() -> None:
     plain = _cfg()
-    assert "secureClientPort" not in plain and "serverCnxnFactory" not in plain and "clientPort" not in plain
-    secure = _cfg(tls=ServerTls("/k.pem", "/t.pem", secure_client=A, quorum=True))
-    assert secure["secureClientPort"] == "2000" and secure["secureClientPortAddress"] == "127.0.0.1"
-    assert secure["ssl.keyStore.type"] == "PEM" and secure["ssl.keyStore.location"] == "/k.pem"
-    assert secure["ssl.quorum.trustStore.location"] == "/t.pem" and secure["sslQuorum"] == "true"
-    assert secure["serverCnxnFactory"].endswith("NettyServerCnxnFactory") and "clientPort" not in secure
-    assert "portUnification" not in secure and "client.portUnification" not in secure
+    assert "serverCnxnFactory" not in plain and "clientPort" not in plain and "enforce.auth.enabled" not in plain
+    tls_only = _cfg(tls=ServerTls("/k.pem", "/t.pem", client_tls_only=True, quorum=True))
+    assert tls_only["client.portUnification"] == "true" and tls_only["enforce.auth.schemes"] == "x509"
+    assert tls_only["enforce.auth.enabled"] == "true" and "secureClientPort" not in tls_only
+    assert tls_only["ssl.keyStore.type"] == "PEM" and tls_only["ssl.keyStore.location"] == "/k.pem"
+    assert tls_only["ssl.quorum.trustStore.location"] == "/t.pem" and tls_only["sslQuorum"] == "true"
+    assert tls_only["serverCnxnFactory"].endswith("NettyServerCnxnFactory") and "portUnification" not in tls_only
     both = _cfg(client=A, tls=ServerTls("/k", "/t", client_unified=True, quorum=True, quorum_unified=True))
     assert both["clientPort"] == "2000" and both["client.portUnification"] == "true"
-    assert both["portUnification"] == "true" and "secureClientPort" not in both
+    assert both["portUnification"] == "true" and "enforce.auth.enabled" not in both
 
 
 @pytest.mark.parametrize(
-    ("client", "in_dynamic", "plain", "secure", "unified"),
+    ("client", "in_dynamic", "plain", "unified", "tls_only"),
     [
         (None, True, False, False, False),
-        (None, False, True, False, False),  # TLS-born, client TLS turned off: zoo.cfg gives the port
-        ("Tls", False, False, True, False),
-        ("Tls", True, False, False, True),  # a line that keeps the plain address: TLS and plain on one port
-        ("Both", True, False, False, True),
-        ("Both", False, True, False, True),
+        (None, False, True, False, False),  # a line without its client address: zoo.cfg gives it
+        ("Tls", True, False, False, True),
+        ("Both", True, False, True, False),
+        ("Both", False, True, True, False),
     ],
 )
 def test_what_a_member_serves(
-    tmp_path: Path, client: Any, in_dynamic: bool, plain: bool, secure: bool, unified: bool
+    tmp_path: Path, client: Any, in_dynamic: bool, plain: bool, unified: bool, tls_only: bool
 ) -> None:
     ens = LocalEnsemble(tmp_path, "zkc-x")
     ens.member_dir(1).mkdir(parents=True)
@@ -82,7 +87,7 @@ def test_what_a_member_serves(
     tls = LocalTls(ens)
     got_plain, server = tls.server_config(1, A, TlsPolicy(client=client, quorum="Tls"))
     assert (got_plain is not None) == plain
-    assert server is not None and (server.secure_client is not None) == secure and server.client_unified == unified
+    assert server is not None and server.client_unified == unified and server.client_tls_only == tls_only
     assert server.quorum and not server.quorum_unified
 
 
@@ -141,7 +146,6 @@ def test_api_tls_fields() -> None:
     obj = _zkc({"client": {}, "quorum": {"mode": "Accept"}})
     template = member_template(obj)
     assert template.tls == TlsPolicy(client="Tls", quorum="Accept", validity=90 * 86400.0, renew_before=30 * 86400.0)
-    assert not template.client_in_config
     assert member_template(_zkc({})).tls is None
     assert member_template(_zkc({})).config_hash != template.config_hash
     longer = _zkc({"client": {}, "quorum": {"mode": "Accept"}, "certificates": {"validitySeconds": 9999999}})
@@ -160,3 +164,4 @@ def test_api_tls_fields() -> None:
             }
         )
     assert is_owned_key("ssl.quorum.keyStore.location") and is_owned_key("sslQuorum")
+    assert is_owned_key("enforce.auth.schemes")

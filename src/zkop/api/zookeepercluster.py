@@ -45,6 +45,8 @@ RESERVED_CONFIG_KEYS: dict[str, str] = {
     "portUnification": _OWN_TLS,
     "client.portUnification": _OWN_TLS,
     "authProvider.x509": _OWN_TLS,
+    "enforce.auth.enabled": _OWN_TLS,
+    "enforce.auth.schemes": _OWN_TLS,
     "tickTime": "set spec.config.tickTime instead",
     "initLimit": "set spec.config.initLimit instead",
     "syncLimit": "set spec.config.syncLimit instead",
@@ -243,8 +245,9 @@ class ClientTls(ApiModel):
 
     mode: Literal["Tls", "Both"] = Field(
         default="Tls",
-        description="Tls: clients connect with TLS only, presenting a certificate signed by the cluster's CA "
-        "(`zkop zkc cert`); Both: the client port accepts TLS and plain connections (for a migration).",
+        description="Tls: only TLS clients presenting a certificate signed by the cluster's CA (`zkop zkc cert`) "
+        "get a session (a plain connection is closed at its first request); Both: TLS and plain clients do "
+        "(for a migration).",
     )
 
 

@@ -86,7 +86,7 @@ async def seed_local(
     address = await platform.reserve_address(cluster, 1, template, epoch=None)
 
     def place() -> int:
-        ens.write_member_files(1, [address], template.settings, with_client=template.client_in_config)
+        ens.write_member_files(1, [address], template.settings)
         vdir = ens.data_dir(1) / txnlog.VERSION_DIR
         vdir.mkdir(parents=True, exist_ok=True)
         for f in sorted((staging / "data").iterdir()):

@@ -98,8 +98,9 @@ class TlsPolicy:
     when less than ``renew_before`` seconds are left, and reports when each member's ends
     (:attr:`MemberObservation.certificate_expires`), so the controller rolls members in time.
 
-    ``client``: ``Tls`` serves only TLS on the client port (a client certificate signed by the
-    cluster's CA is required); ``Both`` serves TLS and plain on it (a migration). ``quorum``:
+    ``client``: ``Tls`` gives a session only to TLS clients with a certificate signed by the
+    cluster's CA (a plain connection is closed at its first request); ``Both`` serves TLS and
+    plain sessions on the client port (a migration). ``quorum``:
     ``Tls`` has peers talk TLS only; ``Both`` has them connect with TLS and accept plain peers
     too; ``Accept`` has them connect plain and accept TLS peers (the first step of turning
     quorum TLS on in a running ensemble: Accept, then Both, then Tls, each a rolling restart).
@@ -114,12 +115,6 @@ class TlsPolicy:
     def enabled(self) -> bool:
         return self.client is not None or self.quorum is not None
 
-    @property
-    def client_in_config(self) -> bool:
-        """Whether members' lines in the dynamic configuration carry their client address (only
-        without client TLS: a TLS client port is ``secureClientPort`` in zoo.cfg)."""
-        return self.client is None
-
 
 @dataclass(frozen=True)
 class MemberTemplate:
@@ -133,10 +128,6 @@ class MemberTemplate:
     resources_requests: Resources = field(default_factory=Resources)
     resources_limits: Resources = field(default_factory=Resources)
     tls: TlsPolicy | None = None
-
-    @property
-    def client_in_config(self) -> bool:
-        return self.tls is None or self.tls.client_in_config
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@ CA_VALIDITY = 10 * 365 * 24 * 3600  # seconds
 _BACKDATE = dt.timedelta(minutes=5)  # clocks of other machines may be a little behind
 
 
+def _cn(name: str) -> str:
+    """X.509 allows at most 64 characters in a common name; the names (SANs) identify anyway."""
+    return name if len(name) <= 64 else name[:61] + "..."
+
+
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -122,7 +127,7 @@ class CertificateAuthority:
     def create(cls, name: str, *, validity: float = CA_VALIDITY, now: float | None = None) -> CertificateAuthority:
         key = _new_key()
         subject = x509.Name(
-            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zkop"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
+            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zkop"), x509.NameAttribute(NameOID.COMMON_NAME, _cn(name))]
         )
         start = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else dt.datetime.now(dt.UTC)
         cert = (
@@ -196,7 +201,7 @@ class CertificateAuthority:
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ip_addresses)]
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _cn(common_name))]))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

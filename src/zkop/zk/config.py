@@ -40,6 +40,8 @@ OWNED_KEYS = frozenset(
         "portUnification",
         "client.portUnification",
         "authProvider.x509",
+        "enforce.auth.enabled",
+        "enforce.auth.schemes",
     }
 )
 _SERVER_KEY = re.compile(r"^(server|group|weight)\.\d+$")
@@ -66,8 +68,8 @@ class MemberAddress:
         return f"{self.host}:{self.client_port}"
 
     def server_line(self, *, with_client: bool = True) -> str:
-        """``server.N=host:quorum:election:role;host:client``; without the client address when
-        the client port is not ZooKeeper's plain one (``secureClientPort``, in zoo.cfg)."""
+        """``server.N=host:quorum:election:role;host:client`` (``with_client=False``: without the
+        client address, which zoo.cfg then gives; ZooKeeper refuses such a line in a reconfig)."""
         line = f"server.{self.id}={self.host}:{self.quorum_port}:{self.election_port}:{self.role}"
         return f"{line};{self.host}:{self.client_port}" if with_client else line
 
@@ -143,18 +145,23 @@ class ServerTls:
     """TLS of one member as zoo.cfg says it.
 
     ``key_store``: one PEM file with the member's private key and certificate; ``trust_store``:
-    the PEM of the CA its peers and clients must be signed by (clients must present a
-    certificate: ``ssl.clientAuth=need``). ``secure_client``: serve TLS only on this member's
-    client address (``secureClientPort``); ``client_unified``: the plain client port answers
-    TLS too (``client.portUnification``). ``quorum``: peers connect to each other with TLS
-    (``sslQuorum``); ``quorum_unified``: the quorum and election ports accept plain peers too
-    (``portUnification``, for a migration).
+    the PEM of the CA its peers and clients must be signed by (a TLS client must present a
+    certificate: ``ssl.clientAuth=need``). ``client_unified``: the client port answers TLS as
+    well as plain (``client.portUnification``); ``client_tls_only``: besides, every session must
+    be authenticated by a client certificate (``enforce.auth.schemes=x509``), which only a TLS
+    connection has, so a plain connection gets no session (its first request closes it).
+    ``quorum``: peers connect to each other with TLS (``sslQuorum``); ``quorum_unified``: the
+    quorum and election ports accept plain peers too (``portUnification``, for a migration).
+
+    Why not ``secureClientPort`` alone: ZooKeeper's dynamic reconfiguration needs every member's
+    plain client address (a joiner without one is refused, and a member without a plain
+    listener fails when a new configuration gives it one), so the one client port is unified.
     """
 
     key_store: str
     trust_store: str
-    secure_client: MemberAddress | None = None
     client_unified: bool = False
+    client_tls_only: bool = False
     quorum: bool = False
     quorum_unified: bool = False
 
@@ -174,13 +181,10 @@ def tls_lines(tls: ServerTls) -> list[str]:
         "ssl.quorum.trustStore.type=PEM",
         "ssl.quorum.hostnameVerification=true",
     ]
-    if tls.secure_client is not None:
-        lines += [
-            f"secureClientPort={tls.secure_client.client_port}",
-            f"secureClientPortAddress={tls.secure_client.host}",
-        ]
-    if tls.client_unified:
+    if tls.client_unified or tls.client_tls_only:
         lines.append("client.portUnification=true")
+    if tls.client_tls_only:
+        lines += ["enforce.auth.enabled=true", "enforce.auth.schemes=x509"]
     lines.append(f"sslQuorum={'true' if tls.quorum else 'false'}")
     if tls.quorum_unified:
         lines.append("portUnification=true")

@@ -49,7 +49,8 @@ class TlsFiles:
             "use_ssl": True,
             "ca": str(self.ca),
             "certfile": str(self.cert),
-            "keyfile": str(self.key) if self.key is not None else None,
+            # kazoo loads a client certificate only when it is given a key file too.
+            "keyfile": str(self.key if self.key is not None else self.cert),
             "verify_certs": True,
             "check_hostname": self.check_hostname,
         }

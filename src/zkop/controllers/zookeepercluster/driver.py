@@ -95,11 +95,9 @@ class EnsembleAdmin(Protocol):
         leaving: int | None,
         from_config: int,
         tls: TlsFiles | None = None,
-        client_in_config: bool = True,
     ) -> None:
         """``via``: host:port of a member's client port that stays; ``tls``: the operator's
-        client certificate when that port speaks TLS; ``client_in_config``: the joiner's line
-        gives its client address (not when client ports speak TLS only)."""
+        client certificate when that port speaks TLS."""
         ...
 
 
@@ -119,14 +117,12 @@ class ZooKeeperAdmin:
         leaving: int | None,
         from_config: int,
         tls: TlsFiles | None = None,
-        client_in_config: bool = True,
     ) -> None:
         client = ZkClient(via, auth_data=[auth.super_auth(password)], session_timeout=10, tls=tls)
         await client.start(timeout=10)
         try:
             if joining is not None:
-                line = joining.server_line(with_client=client_in_config)
-                await client.reconfig(joining=line, from_config=from_config)
+                await client.reconfig(joining=joining.server_line(), from_config=from_config)
             else:
                 await client.reconfig(leaving=str(leaving), from_config=from_config)
         finally:
@@ -229,10 +225,10 @@ class EnsembleDriver:
             await event("Normal", "MemberStarting", f"started member {action.id}; it joins once synced")
         elif isinstance(action, P.ReconfigIn):
             joiner = next(m for m in look.platform_members if m.id == action.id)
-            await self.reconfig(cluster, look, joining=joiner.address, client_in_config=template.client_in_config)
+            await self.reconfig(cluster, look, joining=joiner.address)
             await event("Normal", "MemberAdded", f"member {action.id} is a participant (reconfig)")
         elif isinstance(action, P.ReconfigOut):
-            await self.reconfig(cluster, look, leaving=action.id, client_in_config=template.client_in_config)
+            await self.reconfig(cluster, look, leaving=action.id)
             await event("Normal", "MemberRemoved", f"member {action.id} left the configuration ({action.reason})")
         elif isinstance(action, P.StopMember):
             await platform.remove_member(cluster, action.id, purge_data=action.purge, epoch=epoch)
@@ -252,7 +248,6 @@ class EnsembleDriver:
         *,
         joining: MemberAddress | None = None,
         leaving: int | None = None,
-        client_in_config: bool = True,
     ) -> None:
         """Reconfigure as the cluster's super user, through a member that stays, from the
         configuration version observed (a concurrent change makes this fail, not vanish)."""
@@ -272,7 +267,6 @@ class EnsembleDriver:
             leaving=leaving,
             from_config=look.config_version or -1,
             tls=tls,
-            client_in_config=client_in_config,
         )
 
 

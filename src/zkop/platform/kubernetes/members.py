@@ -45,12 +45,6 @@ if ! ls /data/zoo.cfg.dynamic* >/dev/null 2>&1; then
 fi
 dyn=$(grep '^dynamicConfigFile=' /data/zoo.cfg 2>/dev/null || echo "dynamicConfigFile=/data/zoo.cfg.dynamic")
 grep -v '^dynamicConfigFile=' /conf/zoo.cfg > /data/zoo.cfg.new
-# A member whose line in the dynamic file still gives its plain client address (a cluster born
-# without client TLS) opens that port plain: it serves TLS beside it on the one port instead.
-if grep -q "^server\.${ZKOP_MEMBER_ID}=.*;" "${dyn#dynamicConfigFile=}" 2>/dev/null; then
-  sed -i -e 's/^secureClientPort=.*/client.portUnification=true/' -e '/^secureClientPortAddress=/d' \
-    -e '/^clientPort=/d' /data/zoo.cfg.new
-fi
 echo "$dyn" >> /data/zoo.cfg.new
 mv /data/zoo.cfg.new /data/zoo.cfg
 """
@@ -175,15 +169,12 @@ def static_config(template: MemberTemplate) -> str:
         lines.append(f"maxSessionTimeout={s.max_session_timeout}")
     policy = template.tls
     if policy is not None and policy.enabled:
-        if policy.client is not None and policy.client != "Tls":
-            lines.append(f"clientPort={CLIENT_PORT}")  # the dynamic lines carry no client address
-        anywhere = MemberAddress(0, "0.0.0.0", QUORUM_PORT, ELECTION_PORT, CLIENT_PORT)
         lines += tls_lines(
             ServerTls(
                 key_store=f"{TLS}/keystore.pem",
                 trust_store=f"{TLS}/truststore.pem",
-                secure_client=anywhere if policy.client == "Tls" else None,
                 client_unified=policy.client == "Both",
+                client_tls_only=policy.client == "Tls",
                 quorum=policy.quorum in ("Tls", "Both"),
                 quorum_unified=policy.quorum in ("Both", "Accept"),
             )
@@ -364,7 +355,7 @@ def pod(
                         *env,
                         {
                             "name": "ZKOP_MEMBERSHIP",
-                            "value": render_dynamic(membership, with_client=template.client_in_config).strip(),
+                            "value": render_dynamic(membership).strip(),
                         },
                     ],
                     "volumeMounts": mounts,

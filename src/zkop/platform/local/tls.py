@@ -120,24 +120,16 @@ class LocalTls:
         self, member_id: int, address: MemberAddress, policy: TlsPolicy | None
     ) -> tuple[MemberAddress | None, ServerTls | None]:
         """What the member's zoo.cfg says about its client port and TLS: ``(plain client address to
-        put in zoo.cfg, TLS settings)``.
-
-        A member's line in the dynamic configuration that carries its client address opens that
-        port plain (ZooKeeper keeps a member's client address through reconfigurations), so in
-        ``Tls`` mode such a member serves TLS and plain on the one port (as ``Both``) until it is
-        replaced; a line without it needs the port in zoo.cfg."""
-        in_dynamic = self.client_in_dynamic(member_id)
-        mode = policy.client if policy is not None else None
-        plain = None if in_dynamic or mode == "Tls" else address
+        put in zoo.cfg, TLS settings)``. The client address is zoo.cfg's only when the member's
+        line in the dynamic configuration does not give it."""
+        plain = None if self.client_in_dynamic(member_id) else address
         if policy is None or not policy.enabled:
             return plain, None
-        secure = address if mode == "Tls" and not in_dynamic else None
-        unified = mode == "Both" or (mode == "Tls" and in_dynamic)
         return plain, ServerTls(
             key_store=str(self.key_store(member_id)),
             trust_store=str(self.trust_store(member_id)),
-            secure_client=secure,
-            client_unified=unified,
+            client_unified=policy.client == "Both",
+            client_tls_only=policy.client == "Tls",
             quorum=policy.quorum in ("Tls", "Both"),
             quorum_unified=policy.quorum in ("Both", "Accept"),
         )
@@ -160,7 +152,7 @@ class LocalTls:
             text = self.ens.config_file(member_id).read_text()
         except OSError:
             return False
-        return "\nsecureClientPort=" in text or "\nclient.portUnification=true" in text
+        return "\nclient.portUnification=true" in text
 
     # ---- clients ----------------------------------------------------------------------------
 

@@ -212,9 +212,7 @@ class LocalZookeeperPlatform:
             record = ens.reserve_member(member_id)
             if not ens.config_file(member_id).is_file():
                 others = [a for a in membership if a.id != member_id]
-                ens.write_member_files(
-                    member_id, [*others, record.address], template.settings, with_client=template.client_in_config
-                )
+                ens.write_member_files(member_id, [*others, record.address], template.settings)
             if ens.unit(member_id).running() is not None:
                 return
             # Each start renders the current template, as a new Pod would get the new spec (and a
