@@ -30,6 +30,7 @@ from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.store import NotFound, Store
 from zkop.zk import auth
 from zkop.zk.quota import Limits, limits_path
+from zkop.zk.tls import TlsFiles, write_private
 
 pytestmark = pytest.mark.integration
 
@@ -345,3 +346,38 @@ async def test_an_application_gets_the_znode_as_chroot_and_its_identity(env: Env
     assert await asyncio.to_thread(anonymous)
     obj = await env.get("Application", "web")
     assert isinstance(obj, Application)
+
+
+async def test_a_tenant_on_a_cluster_with_client_tls(env: Env, tmp_path: Path) -> None:
+    """The operator reaches a TLS-only cluster with its own certificate; the tenant brings one."""
+    tls_spec = {"replicas": 1, "config": {"tickTime": 500}, "jvm": {"heap": "64Mi"}, "tls": {"client": {}}}
+    await env.store.create(doc("ZookeeperCluster", "zks", tls_spec))
+    await env.wait(
+        "ZookeeperCluster", "zks", lambda o: o.status.ready_replicas == 1 and bool(o.status.connection_string)
+    )
+    await env.store.create(doc("ZookeeperZnode", "secure", {"clusterRef": {"name": "zks"}, "path": "/apps/secure"}))
+    secure = await env.ready("secure")
+    auth_value = Path(secure.status.credentials or "", "auth").read_text()
+    issued, ca = await env.zookeepers.issue_client_certificate(ClusterRef("default", "zks"), "tenant")
+    write_private(tmp_path / "ca.crt", ca)
+    write_private(tmp_path / "tenant.pem", issued.key_store)
+    files = TlsFiles(tmp_path / "ca.crt", tmp_path / "tenant.pem")
+
+    def use() -> bytes:
+        client = KazooClient(
+            secure.status.connection_string or "",
+            timeout=10,
+            auth_data=[("digest", auth_value)],
+            default_acl=CREATOR_ALL_ACL,
+            **files.kazoo_options(),
+        )
+        client.start(timeout=20)
+        try:
+            client.create("/x", b"over tls")
+            data: bytes = client.get("/x")[0]
+            return data
+        finally:
+            client.stop()
+            client.close()
+
+    assert await asyncio.to_thread(use) == b"over tls"
