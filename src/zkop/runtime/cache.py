@@ -95,9 +95,7 @@ class CachedReads:
     ) -> AsyncIterator[WatchEvent]:
         return self.store.watch(kind, namespace, resume_from=resume_from, relist_interval=relist_interval)
 
-    async def record_event(
-        self, obj: Resource, type_: str, reason: str, message: str, *, source: str = "zkop"
-    ) -> None:
+    async def record_event(self, obj: Resource, type_: str, reason: str, message: str, *, source: str = "zkop") -> None:
         await self.store.record_event(obj, type_, reason, message, source=source)
 
     async def record_event_for(

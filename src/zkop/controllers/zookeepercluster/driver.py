@@ -8,6 +8,7 @@ even when the store is down). Nothing here knows where members run.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,9 @@ from zkop.platform.base import (
 from zkop.zk import auth, fourlw
 from zkop.zk import tls as tlslib
 from zkop.zk.config import MemberAddress
+
+HANDOVER_TIMEOUT = 30.0  # seconds to wait for a new leader after the leader was stopped to roll
+HANDOVER_POLL = 0.2
 
 # (type, reason, message): Normal or Warning, a CamelCase reason, a sentence.
 EventSink = Callable[[str, str, str], Awaitable[None]]
@@ -235,11 +239,26 @@ class EnsembleDriver:
             what = "purged" if action.purge else "retained"
             await event("Normal", "MemberStopped", f"member {action.id} stopped ({action.reason}); data {what}")
         elif isinstance(action, P.RestartMember):
+            was_leader = any(m.id == action.id and m.is_leader for m in look.members)
             await platform.stop_member(cluster, action.id, epoch=epoch)
+            if was_leader:
+                # Let the others elect a leader before the old one is back: restarted at once it
+                # would join the election and, with the highest id, lead again (the leader would
+                # change twice instead of once).
+                await self._await_new_leader(cluster, action.id)
             await platform.ensure_member(cluster, action.id, template, look.config_members, epoch=epoch)
             await event("Normal", "RollingRestart", f"restarted member {action.id} ({action.reason})")
         elif isinstance(action, P.Degraded):
             await event("Warning", str(action.reason), action.detail or str(action.reason))
+
+    async def _await_new_leader(self, cluster: ClusterRef, old: int, timeout: float = HANDOVER_TIMEOUT) -> None:
+        """Until a member other than ``old`` leads (bounded: a slow election only costs time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            obs = await self.platform.observe(cluster)
+            if obs is None or any(m.ready and m.state.mode == "leader" and m.id != old for m in obs.members):
+                return
+            await asyncio.sleep(HANDOVER_POLL)
 
     async def reconfig(
         self,
