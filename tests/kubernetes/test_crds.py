@@ -103,6 +103,11 @@ def opconfig(**spec: Any) -> JsonDict:
     return {"apiVersion": "zkop.io/v1", "kind": "OperatorConfig", "metadata": {"name": "zkop"}, "spec": spec}
 
 
+def znode(**spec: Any) -> JsonDict:
+    spec.setdefault("clusterRef", {"name": "zk"})
+    return {"apiVersion": "zkop.io/v1", "kind": "ZookeeperZnode", "metadata": {"name": "tenant"}, "spec": spec}
+
+
 def scaling(*metrics: JsonDict, **more: Any) -> JsonDict:
     return {"maxReplicas": 4, "metrics": list(metrics), **more}
 
@@ -453,6 +458,27 @@ INVALID = [
         "spec.template.workingDir",
         kind="cel",
         rule="must not be empty; leave it out",
+    ),
+    Invalid(
+        "renew-before-not-below-validity",
+        zkc(tls={"quorum": {}, "certificates": {"validitySeconds": 86400, "renewBeforeSeconds": 86400}}),
+        "spec.tls.certificates.renewBeforeSeconds",
+        kind="cel",
+        rule="is not below validitySeconds",
+    ),
+    Invalid(
+        "backup-directory-relative",
+        zkc(backup={"intervalSeconds": 3600, "directory": "backups"}),
+        "spec.backup.directory",
+        kind="cel",
+        rule="is not an absolute path",
+    ),
+    Invalid(
+        "tenant-path-under-zookeeper",
+        znode(path="/zookeeper/quota"),
+        "spec.path",
+        kind="cel",
+        rule="is under /zookeeper",
     ),
     # list-maps: the API server refuses a duplicate key itself
     Invalid(

@@ -109,6 +109,9 @@ class KubeStore:
         self.source = source
         # What zkop's models leave out, per object: written back on update.
         self._extras: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # The object as last read or written, per key: an update naming its resourceVersion needs
+        # no read first (the API server's precondition still decides).
+        self._read: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._stamped: set[tuple[str, str, str]] = set()  # objects stamped with this term's epoch
 
     def fenced(self, fence: Fence, term_check: TermCheck | None = None) -> KubeStore:
@@ -117,9 +120,11 @@ class KubeStore:
         check = term_check
         if check is None and fence.ops and self.coordination is not None:
             check = _zk_check(self.coordination, fence)
-        return KubeStore(
+        store = KubeStore(
             self.api, epoch=fence.epoch, term_check=check, coordination=self.coordination, source=self.source
         )
+        store._extras, store._read = self._extras, self._read
+        return store
 
     async def get_fresh(self, kind: str, namespace: str, name: str) -> Resource:
         return await self.get(kind, namespace, name)  # the API server reads from etcd's quorum
@@ -130,6 +135,7 @@ class KubeStore:
         meta = dict(raw.get("metadata") or {})
         key = (info.plural, str(meta.get("namespace", "")), str(meta.get("name", "")))
         self._extras[key] = {k: v for k, v in meta.items() if k not in KNOWN_META}
+        self._read[key] = dict(raw)
         data = {
             "apiVersion": raw.get("apiVersion", f"{GROUP}/{VERSION}"),
             "kind": raw.get("kind", info.kind),
@@ -249,7 +255,14 @@ class KubeStore:
         what = f"{info.kind.lower()} {obj.key}"
         if not obj.metadata.resource_version:
             raise Conflict(f"{what}: update needs metadata.resourceVersion", hint="read the object first")
-        current = await self._get_raw(info, obj.namespace, obj.name)
+        known = self._read.get((info.plural, obj.namespace, obj.name))
+        if (
+            known is not None
+            and str((known.get("metadata") or {}).get("resourceVersion")) == obj.metadata.resource_version
+        ):
+            current = known
+        else:
+            current = await self._get_raw(info, obj.namespace, obj.name)
         if str((current.get("metadata") or {}).get("resourceVersion")) != obj.metadata.resource_version:
             raise Conflict(f"{what} was changed by someone else", hint="read it again and retry")
         await self._check_term(current, what)
@@ -391,7 +404,9 @@ class KubeStore:
                         last: Resource | None = None
                         with contextlib.suppress(CorruptObject):
                             last = self._decode(info, obj)  # its last state, as the ZooKeeper store gives
-                        self._extras.pop((info.plural, str(meta.get("namespace", "")), str(meta.get("name", ""))), None)
+                        deleted = (info.plural, str(meta.get("namespace", "")), str(meta.get("name", "")))
+                        self._extras.pop(deleted, None)
+                        self._read.pop(deleted, None)
                         yield WatchEvent("DELETED", key, last)
                         continue
                     try:
