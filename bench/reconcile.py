@@ -126,7 +126,9 @@ async def latency(conn: Connection, store: Store, updates: int) -> dict[str, Any
     path = store.obj_path(resolve_kind("OperatorConfig"), "default", "latency")
     counting = Counting()
     starts: list[float] = []
-    ctrl = Controller("latency", "OperatorConfig", counting, max_concurrent_reconciles=1, resync_period=3600, relist_period=None)
+    ctrl = Controller(
+        "latency", "OperatorConfig", counting, max_concurrent_reconciles=1, resync_period=3600, relist_period=None
+    )
     ctrl.on_reconcile_start = lambda request: starts.append(time.monotonic())
     manager = Manager(conn, ManagerOptions(name="lat", leader_elect=False, metrics_port=None), controllers=[ctrl])
     task = asyncio.create_task(manager.run())

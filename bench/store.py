@@ -137,10 +137,7 @@ async def store_side(
         update_payloads = [codec.encode(o) for o in changed]
         # A controller's update: read the object, change it, write it back (compare-and-set).
         update_s, _ = await chunked(
-            [
-                lambda o=o: store.modify("zkc", o.namespace, o.name, lambda cur: with_replicas(cur, 5))
-                for o in created
-            ],
+            [lambda o=o: store.modify("zkc", o.namespace, o.name, lambda cur: with_replicas(cur, 5)) for o in created],
             chunk,
         )
         list_runs = []
