@@ -262,14 +262,13 @@ def test_a_configuration_change_rolls_the_leader_last(operators: Operators) -> N
 
         ops.wait("the roll", rolled, 300)
     assert len(leaders) == 2, f"leaders seen {leaders}; status now {json.dumps(ops.zkc()['status'])[:1500]}"
-    restarted = [
-        int(e.split("member ")[1].split(" ")[0])
-        for e in ops.cp.kubectl(
-            "get", "events.events.k8s.io", "-n", ops.ns, "--field-selector", "reason=RollingRestart",
-            "-o", "jsonpath={range .items[*]}{.note}{'\\n'}{end}",
-        ).stdout.splitlines()
-        if e
-    ]  # fmt: skip
+    notes = json.loads(
+        ops.cp.kubectl(
+            "get", "events.events.k8s.io", "-n", ops.ns, "--field-selector", "reason=RollingRestart", "-o", "json"
+        ).stdout
+    )["items"]
+    notes.sort(key=lambda e: e["eventTime"])  # a listing is in name order
+    restarted = [int(e["note"].split("member ")[1].split(" ")[0]) for e in notes]
     assert restarted[-1] == leader, f"the leader ({leader}) was not restarted last: {restarted}"
     assert writer.lost(pod_hosts(ops, [1, 2, 3])) == []
 

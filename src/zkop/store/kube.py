@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -498,7 +499,8 @@ class KubeStore:
                 await self.events_api.patch_namespaced_event(newest["metadata"]["name"], namespace, patch)
                 return
             body = k8s.EventsV1Event(
-                metadata=k8s.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=namespace),
+                # named as client-go names events (time in hex), so a listing comes in order
+                metadata=k8s.V1ObjectMeta(name=f"{name}.{time.time_ns():x}{uuid.uuid4().hex[:4]}", namespace=namespace),
                 event_time=at,
                 action=reason,
                 reason=reason,
