@@ -25,7 +25,6 @@ period), also when startup fails half way.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import ipaddress
 import json
 import os
@@ -48,10 +47,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from zkop.zk.certs import CertificateAuthority, Issued
 
 __all__ = [
     "KUBERNETES_VERSION",
@@ -237,115 +236,15 @@ def _free_port() -> int:
         return port
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+_PKI_VALIDITY = 7 * 24 * 3600  # seconds: a test bed lives minutes, a kept one a few days
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    return x509.Name(attrs)
-
-
-@dataclass(frozen=True)
-class _CA:
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-
-    @classmethod
-    def create(cls, common_name: str = "zkop-test-ca") -> _CA:
-        key = _new_key()
-        now = datetime.datetime.now(datetime.UTC)
-        name = _name(common_name)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, cert)
-
-    def issue(
-        self,
-        subject: x509.Name,
-        *,
-        server: bool = False,
-        dns: tuple[str, ...] = (),
-        ips: tuple[str, ...] = (),
-    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        key = _new_key()
-        now = datetime.datetime.now(datetime.UTC)
-        usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
-        if dns or ips:
-            names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-            names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return key, builder.sign(self.key, hashes.SHA256())
+def _write_pem(pki: Path, stem: str, issued: Issued | CertificateAuthority) -> None:
+    """``stem.crt`` and ``stem.key`` (readable by the owner only), as kubeadm lays them out."""
+    (pki / f"{stem}.crt").write_text(issued.cert_pem)
+    key = pki / f"{stem}.key"
+    key.write_text(issued.key_pem)
+    key.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- processes
@@ -577,40 +476,44 @@ class ControlPlane:
     def _write_pki(self) -> None:
         pki = self.pki_dir
         pki.mkdir(exist_ok=True)
-        ca = _CA.create()
-        _write_cert(pki / "ca.crt", ca.cert)
-        _write_key(pki / "ca.key", ca.key)
+        ca = CertificateAuthority.create("zkop-test-ca", validity=_PKI_VALIDITY)
+        _write_pem(pki, "ca", ca)
         service_ip = str(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts()))
-        key, cert = ca.issue(
-            _name("kube-apiserver"),
+        apiserver = ca.issue(
+            "kube-apiserver",
+            validity=_PKI_VALIDITY,
             server=True,
-            dns=(
+            client=False,
+            dns_names=(
                 "localhost",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            ips=("127.0.0.1", service_ip),
+            ip_addresses=("127.0.0.1", service_ip),
         )
-        _write_cert(pki / "apiserver.crt", cert)
-        _write_key(pki / "apiserver.key", key)
-        for stem, subject in (
-            ("admin", _name(ADMIN_USER, ADMIN_GROUP)),
-            ("controller-manager", _name("system:kube-controller-manager")),
+        _write_pem(pki, "apiserver", apiserver)
+        for stem, user, group in (
+            ("admin", ADMIN_USER, ADMIN_GROUP),
+            ("controller-manager", "system:kube-controller-manager", None),
         ):
-            key, cert = ca.issue(subject)
-            _write_cert(pki / f"{stem}.crt", cert)
-            _write_key(pki / f"{stem}.key", key)
+            _write_pem(pki, stem, ca.issue(user, validity=_PKI_VALIDITY, server=False, organization=group))
         # The aggregation layer's front proxy: its own CA, as kubeadm lays it out. With it the
         # apiserver publishes the requestheader settings that delegated authentication reads.
-        proxy_ca = _CA.create("zkop-test-front-proxy-ca")
-        _write_cert(pki / "front-proxy-ca.crt", proxy_ca.cert)
-        key, cert = proxy_ca.issue(_name("front-proxy-client"))
-        _write_cert(pki / "front-proxy-client.crt", cert)
-        _write_key(pki / "front-proxy-client.key", key)
-        _write_key(pki / "sa.key", _new_key())
-        sa_key = serialization.load_pem_private_key((pki / "sa.key").read_bytes(), None)
+        proxy_ca = CertificateAuthority.create("zkop-test-front-proxy-ca", validity=_PKI_VALIDITY)
+        (pki / "front-proxy-ca.crt").write_text(proxy_ca.cert_pem)
+        _write_pem(
+            pki, "front-proxy-client", proxy_ca.issue("front-proxy-client", validity=_PKI_VALIDITY, server=False)
+        )
+        # The service accounts' signing key: a key pair, no certificate.
+        sa_key = ec.generate_private_key(ec.SECP256R1())
+        (pki / "sa.key").write_bytes(
+            sa_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (pki / "sa.key").chmod(0o600)
         (pki / "sa.pub").write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

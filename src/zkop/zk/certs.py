@@ -41,6 +41,47 @@ def _cn(name: str) -> str:
     return name if len(name) <= 64 else name[:61] + "..."
 
 
+def _subject(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, _cn(common_name))]
+    if organization:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _start(now: float | None) -> dt.datetime:
+    return dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else dt.datetime.now(dt.UTC)
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, start: dt.datetime, end: dt.datetime
+) -> x509.CertificateBuilder:
+    """A certificate for ``key`` from ``start`` (backdated a little) to ``end``, extensions to add."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - _BACKDATE)
+        .not_valid_after(end)
+    )
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA's key signs certificates and CRLs; a member's or client's signs and agrees on keys."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not ca,
+        data_encipherment=False,
+        key_agreement=not ca,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -126,33 +167,12 @@ class CertificateAuthority:
     @classmethod
     def create(cls, name: str, *, validity: float = CA_VALIDITY, now: float | None = None) -> CertificateAuthority:
         key = _new_key()
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zkop"), x509.NameAttribute(NameOID.COMMON_NAME, _cn(name))]
-        )
-        start = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else dt.datetime.now(dt.UTC)
+        subject = _subject(name, "zkop")
+        start = _start(now)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start - _BACKDATE)
-            .not_valid_after(start + dt.timedelta(seconds=validity))
+            _builder(subject, subject, key, start, start + dt.timedelta(seconds=validity))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -184,15 +204,17 @@ class CertificateAuthority:
         ip_addresses: Iterable[str] = (),
         server: bool = True,
         client: bool = True,
+        organization: str | None = None,
         now: float | None = None,
     ) -> Issued:
         """A certificate for ``common_name`` valid for ``validity`` seconds (never past the CA's
-        own end), with the names and addresses it is reached by as subject alternative names."""
+        own end), with the names and addresses it is reached by as subject alternative names.
+        ``organization`` goes in the subject too (Kubernetes reads it as the user's group)."""
         ca_key = serialization.load_pem_private_key(self.key_pem.encode(), password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         ca_cert = self.certificate
         key = _new_key()
-        start = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else dt.datetime.now(dt.UTC)
+        start = _start(now)
         end = min(start + dt.timedelta(seconds=validity), ca_cert.not_valid_after_utc)
         usages = [
             u for u, on in ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client)) if on
@@ -200,28 +222,9 @@ class CertificateAuthority:
         sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dict.fromkeys(dns_names)]
         sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ip_addresses)]
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _cn(common_name))]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start - _BACKDATE)
-            .not_valid_after(end)
+            _builder(_subject(common_name, organization), ca_cert.subject, key, start, end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
