@@ -26,14 +26,19 @@ from zkop.api.meta import (
 _PORT_NAME_RULE = "a port number (1-65535) or the name of a port in spec.template.ports (e.g. 'http')"
 
 
-def _port_ref(value: Any) -> int | str:
+def _int_in_range_or_str(value: object, low: int, high: int, rule: str) -> int | str:
+    """``value`` if it is a whole number from ``low`` to ``high`` or a string (the caller
+    checks the string); else a ValueError that states ``rule``."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected {_PORT_NAME_RULE}, got {type(value).__name__}")
-    if isinstance(value, int):
-        if not 1 <= value <= 65535:
-            raise ValueError(f"{value} is out of range; allowed: {_PORT_NAME_RULE}")
-        return value
-    return check_port_name(value)
+        raise ValueError(f"expected {rule}, got {type(value).__name__}")
+    if isinstance(value, int) and not low <= value <= high:
+        raise ValueError(f"{value} is out of range; allowed: {rule}")
+    return value
+
+
+def _port_ref(value: Any) -> int | str:
+    port = _int_in_range_or_str(value, 1, 65535, _PORT_NAME_RULE)
+    return port if isinstance(port, int) else check_port_name(port)
 
 
 #: A port given by number (1-65535) or by the name of a declared port.
@@ -58,16 +63,13 @@ _INT_OR_PERCENT_RULE = "a whole number of instances (0 or more) or a percentage 
 
 
 def _int_or_percent(value: Any) -> int | str:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected {_INT_OR_PERCENT_RULE}, got {type(value).__name__}")
-    if isinstance(value, int):
-        if not 0 <= value <= 10000:
-            raise ValueError(f"{value} is out of range; allowed: {_INT_OR_PERCENT_RULE}")
-        return value
-    match = _PERCENT.fullmatch(value)
+    amount = _int_in_range_or_str(value, 0, 10000, _INT_OR_PERCENT_RULE)
+    if isinstance(amount, int):
+        return amount
+    match = _PERCENT.fullmatch(amount)
     if match is None or int(match.group(1)) > 100:
-        raise ValueError(f"{value!r} is not valid; allowed: {_INT_OR_PERCENT_RULE}")
-    return value
+        raise ValueError(f"{amount!r} is not valid; allowed: {_INT_OR_PERCENT_RULE}")
+    return amount
 
 
 #: A number of instances or a percentage of the replicas ("25%").

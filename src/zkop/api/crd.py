@@ -8,7 +8,7 @@ made *structural*, the form the API server requires:
    make on its own: the defaults of fields that have a factory, and, per model, the Kubernetes
    form of the checks its validators make in Python (:data:`MODEL_RULES`, :data:`FIELD_SCHEMAS`:
    CEL rules in ``x-kubernetes-validations``, patterns, list types);
-2. every ``$ref`` is replaced by the definition it names (:func:`_inline`);
+2. every ``$ref`` is replaced by the definition it names (:func:`zkop.api.explain.inline_refs`);
 3. every node is rewritten as the OpenAPI v3 the API server accepts (:func:`_structural`):
    ``Optional`` is ``nullable: true``, an int-or-string is ``x-kubernetes-int-or-string`` with
    its validations outside ``anyOf``, exclusive bounds are OpenAPI 3.0 booleans, titles go.
@@ -45,6 +45,7 @@ from zkop.api.application import (
     Probes,
     RollingUpdate,
 )
+from zkop.api.explain import inline_refs
 from zkop.api.meta import DNS_LABEL_PATTERN, GROUP, INT64_MAX, VERSION, Condition, ResourceRequirements
 from zkop.api.operatorconfig import OperatorConfigSpec
 from zkop.api.registry import KINDS, KindInfo
@@ -129,6 +130,11 @@ def _quantity(expr: str) -> str:
     return f"quantity(string({expr}))"
 
 
+def _quantity_within(value: str, bound: str) -> str:
+    """CEL: when both quantity nodes are set, ``value`` is not above ``bound``."""
+    return _when(_present(value, bound), f"{_quantity(value)}.compareTo({_quantity(bound)}) <= 0")
+
+
 def _not_blank(covers: str, message: str) -> Rule:
     return Rule("self.trim() != ''", message, covers)
 
@@ -136,7 +142,7 @@ def _not_blank(covers: str, message: str) -> Rule:
 def _request_within_limit(resource: str) -> Rule:
     request, limit = f"self.requests.{resource}", f"self.limits.{resource}"
     return Rule(
-        rule=_when(_present(request, limit), f"{_quantity(request)}.compareTo({_quantity(limit)}) <= 0"),
+        rule=_quantity_within(request, limit),
         message=f"the request is above the limit (limits.{resource}); a request must not exceed its limit",
         field_path=f".requests.{resource}",
         covers="_requests_within_limits",
@@ -204,7 +210,7 @@ def _additional_config_rules() -> tuple[Rule, ...]:
 def _heap_within_memory_limit() -> Rule:
     heap, limit = "self.jvm.heap", "self.resources.limits.memory"
     return Rule(
-        rule=_when(_present(heap, limit), f"{_quantity(heap)}.compareTo({_quantity(limit)}) <= 0"),
+        rule=_quantity_within(heap, limit),
         message="is above resources.limits.memory; the heap must fit in the memory limit",
         field_path=".jvm.heap",
         covers="_heap_within_memory_limit",
@@ -461,25 +467,7 @@ def _add_kube_checks(json_schema: JsonDict, model: type[BaseModel]) -> None:
 def model_json_schema(model: type[BaseModel]) -> JsonDict:
     """The JSON Schema of ``model`` with Kubernetes' additions and every ``$ref`` inlined
     (not yet structural)."""
-    schema = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_KubeJsonSchema)
-    defs: JsonDict = schema.pop("$defs", {})
-    inlined = _inline(schema, defs)
-    assert isinstance(inlined, dict)
-    return inlined
-
-
-def _inline(node: Any, defs: JsonDict) -> Any:
-    """Replace each ``{"$ref": ...}`` by the definition; keys beside ``$ref`` win."""
-    if isinstance(node, list):
-        return [_inline(item, defs) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out: JsonDict = {}
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        out.update(_inline(copy.deepcopy(defs[ref.rsplit("/", 1)[-1]]), defs))
-    out.update({key: _inline(value, defs) for key, value in node.items() if key != "$ref"})
-    return out
+    return inline_refs(model.model_json_schema(by_alias=True, mode="validation", schema_generator=_KubeJsonSchema))
 
 
 # -- structural schemas -----------------------------------------------------------------

@@ -27,8 +27,12 @@ def json_schema(kind: str | KindInfo | type[Resource], *, inline: bool = False) 
     else:
         model = kind
     schema = model.model_json_schema(by_alias=True, mode="validation")
-    if not inline:
-        return schema
+    return inline_refs(schema) if inline else schema
+
+
+def inline_refs(schema: JsonDict) -> JsonDict:
+    """``schema`` with each ``$ref`` replaced by the definition it names (keys beside ``$ref``
+    win) and its ``$defs`` dropped."""
     defs: JsonDict = schema.pop("$defs", {})
     result = _inline(schema, defs)
     assert isinstance(result, dict)
@@ -43,11 +47,8 @@ def _inline(node: Any, defs: JsonDict) -> Any:
     out: JsonDict = {}
     ref = node.get("$ref")
     if isinstance(ref, str):
-        target = defs[ref.rsplit("/", 1)[-1]]
-        out.update(_inline(copy.deepcopy(target), defs))
-    for key, value in node.items():
-        if key != "$ref":
-            out[key] = _inline(value, defs)
+        out.update(_inline(copy.deepcopy(defs[ref.rsplit("/", 1)[-1]]), defs))
+    out.update({key: _inline(value, defs) for key, value in node.items() if key != "$ref"})
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -123,25 +124,22 @@ def _check_labels(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-def _check_annotations(value: dict[str, str]) -> dict[str, str]:
-    items: list[tuple[tuple[LocItem, ...], str]] = []
-    for key in value:
-        problem = _qualified_name_problem(key, "annotation key")
-        if problem:
-            items.append(((key,), problem))
+def _check_names(names: Iterable[tuple[LocItem, str]], what: str) -> None:
+    """One problem per ``(location, name)`` whose name is not a qualified name."""
+    items: list[tuple[tuple[LocItem, ...], str]] = [
+        ((loc,), problem) for loc, name in names if (problem := _qualified_name_problem(name, what))
+    ]
     if items:
         raise FieldProblems(items)
+
+
+def _check_annotations(value: dict[str, str]) -> dict[str, str]:
+    _check_names(((key, key) for key in value), "annotation key")
     return value
 
 
 def _check_finalizers(value: list[str]) -> list[str]:
-    items: list[tuple[tuple[LocItem, ...], str]] = []
-    for i, fin in enumerate(value):
-        problem = _qualified_name_problem(fin, "finalizer")
-        if problem:
-            items.append(((i,), problem))
-    if items:
-        raise FieldProblems(items)
+    _check_names(enumerate(value), "finalizer")
     return value
 
 
