@@ -42,10 +42,11 @@ from kubernetes_asyncio.client.rest import ApiException
 
 import zkop
 from zkop.api.meta import GROUP, VERSION
-from zkop.client.bridge import ZkClient
 from zkop.errors import Fenced, ZkopError
 from zkop.platform.base import AppRef, InstanceObservation, InstanceTemplate, PlatformEvents, Resources
 from zkop.platform.kubernetes import instances as I
+from zkop.platform.kubernetes.coordination import CoordinationSession, Session
+from zkop.platform.notify import Subscribers, app_event
 
 log = logging.getLogger("zkop.platform.kubernetes")
 
@@ -90,7 +91,7 @@ class KubernetesInstancePlatform:
     def __init__(
         self,
         api: k8s.ApiClient,
-        coordination: ZkClient | Callable[[], Awaitable[ZkClient]],
+        coordination: Session,
         *,
         root: str = "/zkop",
         epoch_path: str | None = None,
@@ -106,57 +107,28 @@ class KubernetesInstancePlatform:
         self._create_pod: Callable[..., Awaitable[Any]] = self.core.create_namespaced_pod
         self._create_secret: Callable[..., Awaitable[Any]] = self.core.create_namespaced_secret
         self._replace_secret: Callable[..., Awaitable[Any]] = self.core.replace_namespaced_secret
-        self._coordination = coordination
+        self._coord = CoordinationSession(coordination, epoch_path, acl)
         self.root = root.rstrip("/")
-        self.epoch_path = epoch_path
-        self.acl = list(acl)
         self.namespace = namespace
         self.default_image = default_image
         self.metrics_retry = metrics_retry
         self._metrics_absent_until = 0.0
-        self._subscribers: list[Callable[[AppRef], None]] = []
+        self._subscribers: Subscribers[AppRef] = Subscribers()
         self._events: PlatformEvents | None = None
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    async def _zk(self) -> ZkClient:
-        """The coordination session (given, or opened on first use by the caller's factory)."""
-        if isinstance(self._coordination, ZkClient):
-            return self._coordination
-        self._coordination = await self._coordination()
-        return self._coordination
-
     def subscribe(self, callback: Callable[[AppRef], None]) -> None:
         """``callback(app)`` runs (on the event loop) when a Pod of ``app`` changed."""
-        self._subscribers.append(callback)
-
-    def _notify(self, ref: AppRef) -> None:
-        for callback in self._subscribers:
-            with contextlib.suppress(Exception):
-                callback(ref)
+        self._subscribers.add(callback)
 
     async def _event(self, ref: AppRef, type_: str, reason: str, message: str) -> None:
-        if self._events is not None:
-            with contextlib.suppress(Exception):
-                await self._events("Application", ref.namespace, ref.name, type_, reason, message)
+        await app_event(self._events, ref, type_, reason, message)
 
     # ---- fencing ------------------------------------------------------------------------
 
     def claim(self, epoch: int) -> None:
         """Nothing to record: the newest epoch is the election's own znode."""
-
-    async def _check(self, epoch: int | None) -> None:
-        if epoch is None or self.epoch_path is None:
-            return
-        try:
-            stat = await (await self._zk()).exists(self.epoch_path)
-        except Exception as exc:
-            raise Fenced(f"the leadership term cannot be confirmed ({type(exc).__name__})") from None
-        if stat is not None and stat.version > epoch:
-            raise Fenced(
-                f"action refused: epoch {epoch} is older than epoch {stat.version} already begun",
-                hint="this operator replica is no longer the leader",
-            )
 
     # ---- names --------------------------------------------------------------------------
 
@@ -171,20 +143,10 @@ class KubernetesInstancePlatform:
         moves past them (compare-and-set: indexes only grow)."""
         path = self._counter(app)
         for _ in range(20):
-            zk = await self._zk()
-            try:
-                raw, stat = await zk.get(path)
-                current, version = int(raw.decode() or "1"), stat.version
-            except NoNodeError:
-                current, version = 1, -1
+            current, version = await self._coord.read_counter(path)
             first = max(current, floor, 1)
-            data = str(first + count).encode()
             try:
-                if version < 0:
-                    await zk.ensure_path(path.rsplit("/", 1)[0], acl=self.acl or None)
-                    await zk.create(path, data, acl=self.acl or None)
-                else:
-                    await zk.set(path, data, version)
+                await self._coord.write(path, str(first + count).encode(), version)
                 return first
             except (NodeExistsError, BadVersionError):
                 continue
@@ -262,7 +224,7 @@ class KubernetesInstancePlatform:
                 return
         elif not create or not data:
             return  # made with the first instance
-        await self._check(epoch)
+        await self._coord.check(epoch)
         body = I.secret(app, data, await self._owner_uid(app), epoch=epoch)
         try:
             if current is None:
@@ -279,7 +241,7 @@ class KubernetesInstancePlatform:
     ) -> list[str]:
         if count <= 0:
             return []
-        await self._check(epoch)
+        await self._coord.check(epoch)
         uid = await self._owner_uid(app)
         await self._ensure_secret(app, template, epoch=epoch, create=True)
         existing = [i for i in (I.index_of(p) for p in await self._pods(app)) if i is not None]
@@ -305,7 +267,7 @@ class KubernetesInstancePlatform:
     async def stop_instance(self, app: AppRef, name: str, *, epoch: int | None) -> None:
         """Delete the Pod: the kubelet stops it gracefully (SIGTERM, its grace period); it is no
         longer observed from now on."""
-        await self._check(epoch)
+        await self._coord.check(epoch)
         try:
             await self.core.delete_namespaced_pod(name, app.namespace)
         except ApiException as exc:
@@ -315,7 +277,7 @@ class KubernetesInstancePlatform:
     async def remove_app(self, app: AppRef, *, epoch: int | None) -> None:
         """Delete every Pod and the Secret, wait until the Pods are gone (forcing those still
         there after a minute: their node is gone), then forget the name counter."""
-        await self._check(epoch)
+        await self._coord.check(epoch)
         pods = await self._pods(app)
         for pod in pods:
             name = str(pod["metadata"]["name"])
@@ -337,7 +299,7 @@ class KubernetesInstancePlatform:
                             str(pod["metadata"]["name"]), app.namespace, grace_period_seconds=0
                         )
                 deadline = time.monotonic() + STOP_TIMEOUT
-        zk = await self._zk()
+        zk = await self._coord.zk()
         for path in (self._counter(app), self._app_path(app)):
             with contextlib.suppress(NoNodeError, NotEmptyError):
                 await zk.delete(path)
@@ -375,7 +337,7 @@ class KubernetesInstancePlatform:
                 if kind == "SYNCED":
                     # Pods gone while no watch ran: their applications look again too.
                     for key in sorted(set(seen) - listed):
-                        self._notify(seen.pop(key)[0])
+                        self._subscribers.notify(seen.pop(key)[0])
                     listed = set()
                     continue
                 if kind == "SYNC":
@@ -399,13 +361,13 @@ class KubernetesInstancePlatform:
         before = seen.get(key)
         if kind == "DELETED":
             seen.pop(key, None)
-            self._notify(ref)
+            self._subscribers.notify(ref)
             return
         now = I.signature(pod)
         seen[key] = (ref, now)
         if before is not None and now == before[1]:
             return
-        self._notify(ref)
+        self._subscribers.notify(ref)
         if kind != "SYNC" and before is not None and I.restarts_of(pod) > before[1][1]:
             last = I.observation(pod).last_exit
             why = f" (exit code {last.code}, {last.reason})" if last is not None and last.code is not None else ""
@@ -416,7 +378,7 @@ class KubernetesInstancePlatform:
     async def _replace(self, ref: AppRef, pod: Obj, epoch: int) -> None:
         """A Pod that ended for good gets a successor of the same name (the instance restarts)."""
         name = str(pod["metadata"]["name"])
-        await self._check(epoch)
+        await self._coord.check(epoch)
         status = pod.get("status") or {}
         try:
             await self.core.delete_namespaced_pod(name, ref.namespace, grace_period_seconds=0)

@@ -32,8 +32,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.rest import ApiException
 
-from zkop.client.bridge import ZkClient
-from zkop.errors import Fenced, ZkopError
+from zkop.errors import ZkopError
 from zkop.platform.base import (
     ClusterObservation,
     ClusterRef,
@@ -44,6 +43,8 @@ from zkop.platform.base import (
     TlsPolicy,
 )
 from zkop.platform.kubernetes import members as M
+from zkop.platform.kubernetes.coordination import CoordinationSession, Session
+from zkop.platform.notify import Subscribers
 from zkop.zk import auth, fourlw
 from zkop.zk import tls as tlslib
 from zkop.zk.certs import CertificateAuthority, certificate_info, split_names
@@ -68,7 +69,7 @@ class KubernetesZookeeperPlatform:
     def __init__(
         self,
         api: k8s.ApiClient,
-        coordination: ZkClient | Callable[[], Awaitable[ZkClient]],
+        coordination: Session,
         *,
         root: str = "/zkop",
         epoch_path: str | None = None,
@@ -77,12 +78,10 @@ class KubernetesZookeeperPlatform:
     ) -> None:
         self.core = k8s.CoreV1Api(api)
         self.policy = k8s.PolicyV1Api(api)
-        self._coordination = coordination
-        self._subscribers: list[Callable[[ClusterRef], None]] = []
+        self._coord = CoordinationSession(coordination, epoch_path, acl)
+        self._subscribers: Subscribers[ClusterRef] = Subscribers()
         self._pod_watches: dict[str, asyncio.Task[None]] = {}
         self.root = root.rstrip("/")
-        self.epoch_path = epoch_path
-        self.acl = list(acl)
         self.domain = domain
         self._tls_dir: Path | None = None  # the operator's client certificates, private to this process
 
@@ -91,7 +90,7 @@ class KubernetesZookeeperPlatform:
     def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
         """``callback(cluster)`` runs when a member Pod of an observed cluster changes (it
         ended, restarted, became ready or went), so the controller looks at once."""
-        self._subscribers.append(callback)
+        self._subscribers.add(callback)
 
     def _watch_pods(self, namespace: str) -> None:
         if self._subscribers and namespace not in self._pod_watches:
@@ -115,21 +114,12 @@ class KubernetesZookeeperPlatform:
                         version = pod.metadata.resource_version
                         name = (pod.metadata.labels or {}).get(M.CLUSTER_LABEL)
                         if name:
-                            for callback in self._subscribers:
-                                with contextlib.suppress(Exception):
-                                    callback(ClusterRef(namespace, name))
+                            self._subscribers.notify(ClusterRef(namespace, name))
             except asyncio.CancelledError:
                 raise
             except Exception:  # a lost watch only delays: the controller's periodic look goes on
                 version = None
                 await asyncio.sleep(1.0)
-
-    async def _zk(self) -> ZkClient:
-        """The coordination session (given, or opened on first use by the caller's factory)."""
-        if isinstance(self._coordination, ZkClient):
-            return self._coordination
-        self._coordination = await self._coordination()
-        return self._coordination
 
     # ---- fencing ------------------------------------------------------------------------
 
@@ -138,20 +128,7 @@ class KubernetesZookeeperPlatform:
 
     async def check(self, epoch: int | None) -> None:
         """Refuse (:class:`Fenced`) an action of a term older than the newest begun."""
-        await self._check(epoch)
-
-    async def _check(self, epoch: int | None) -> None:
-        if epoch is None or self.epoch_path is None:
-            return
-        try:
-            stat = await (await self._zk()).exists(self.epoch_path)
-        except Exception as exc:
-            raise Fenced(f"the leadership term cannot be confirmed ({type(exc).__name__})") from None
-        if stat is not None and stat.version > epoch:
-            raise Fenced(
-                f"action refused: epoch {epoch} is older than epoch {stat.version} already begun",
-                hint="this operator replica is no longer the leader",
-            )
+        await self._coord.check(epoch)
 
     # ---- ids ----------------------------------------------------------------------------
 
@@ -160,11 +137,7 @@ class KubernetesZookeeperPlatform:
 
     async def _next_id(self, cluster: ClusterRef) -> tuple[int, int]:
         """The next id never handed out, and the counter znode's version (-1: none yet)."""
-        try:
-            raw, stat = await (await self._zk()).get(self._counter(cluster))
-            return int(raw.decode() or "1"), stat.version
-        except NoNodeError:
-            return 1, -1
+        return await self._coord.read_counter(self._counter(cluster))
 
     async def _advance(self, cluster: ClusterRef, member_id: int) -> None:
         """Make ``next-id`` exceed ``member_id`` (compare-and-set; ids only grow)."""
@@ -173,14 +146,8 @@ class KubernetesZookeeperPlatform:
             current, version = await self._next_id(cluster)
             if current > member_id:
                 return
-            data = str(member_id + 1).encode()
             try:
-                zk = await self._zk()
-                if version < 0:
-                    await zk.ensure_path(path.rsplit("/", 1)[0], acl=self.acl or None)
-                    await zk.create(path, data, acl=self.acl or None)
-                else:
-                    await zk.set(path, data, version)
+                await self._coord.write(path, str(member_id + 1).encode(), version)
                 return
             except (NodeExistsError, BadVersionError):
                 continue
@@ -228,7 +195,7 @@ class KubernetesZookeeperPlatform:
         )
 
     async def _has_config(self, cluster: ClusterRef) -> bool:
-        return await (await self._zk()).exists(self._config_path(cluster)) is not None
+        return await (await self._coord.zk()).exists(self._config_path(cluster)) is not None
 
     def _config_path(self, cluster: ClusterRef) -> str:
         return f"{self.root}/clusters/{cluster.namespace}/{cluster.name}/config"
@@ -239,7 +206,7 @@ class KubernetesZookeeperPlatform:
         """The newest configuration known, for when no member serves: what a serving member last
         reported (kept in the coordination ZooKeeper, as a member keeps it on its volume), else
         the configuration the members were started with (their Pods say it)."""
-        zk = await self._zk()
+        zk = await self._coord.zk()
         path = self._config_path(cluster)
         try:
             raw, stat = await zk.get(path)
@@ -255,13 +222,8 @@ class KubernetesZookeeperPlatform:
             conf = await fourlw.conf(host, int(port), timeout=1.0, tls=tls)
             if conf.reachable and conf.members and (conf.config_version or 0) > int(kept.get("version") or 0):
                 kept = {"version": conf.config_version, "servers": [a.server_line() for a in conf.members]}
-                data = json.dumps(kept).encode()
                 with contextlib.suppress(NodeExistsError, BadVersionError):
-                    if stat is None:
-                        await zk.ensure_path(path.rsplit("/", 1)[0], acl=self.acl or None)
-                        await zk.create(path, data, acl=self.acl or None)
-                    else:
-                        await zk.set(path, data, stat.version)
+                    await self._coord.write(path, json.dumps(kept).encode(), -1 if stat is None else stat.version)
             break
         if kept.get("servers"):
             found = [a for a in (parse_server_line(line) for line in kept["servers"]) if a is not None]
@@ -325,7 +287,7 @@ class KubernetesZookeeperPlatform:
     async def reserve_address(
         self, cluster: ClusterRef, member_id: int, template: MemberTemplate, *, epoch: int | None
     ) -> MemberAddress:
-        await self._check(epoch)
+        await self._coord.check(epoch)
         next_id, _ = await self._next_id(cluster)
         if member_id < next_id and not await self._has_member(cluster, member_id):
             raise KubernetesError(
@@ -386,7 +348,7 @@ class KubernetesZookeeperPlatform:
         *,
         epoch: int | None,
     ) -> None:
-        await self._check(epoch)
+        await self._coord.check(epoch)
         ns = cluster.namespace
         await self._ensure_cluster(cluster, template)
         await self._create("PersistentVolumeClaim", M.volume_claim(cluster, member_id), ns)
@@ -427,11 +389,11 @@ class KubernetesZookeeperPlatform:
         raise KubernetesError(f"Pod {name} was not gone {STOP_TIMEOUT:.0f}s after its deletion")
 
     async def stop_member(self, cluster: ClusterRef, member_id: int, *, epoch: int | None) -> None:
-        await self._check(epoch)
+        await self._coord.check(epoch)
         await self._delete_pod(cluster, member_id)
 
     async def remove_member(self, cluster: ClusterRef, member_id: int, *, purge_data: bool, epoch: int | None) -> None:
-        await self._check(epoch)
+        await self._coord.check(epoch)
         await self._delete_pod(cluster, member_id)
         await self._delete_secret(cluster, M.tls_secret_name(cluster, member_id))
         await self._release_claim(cluster, M.pvc_name(cluster, member_id), purge_data)
@@ -451,7 +413,7 @@ class KubernetesZookeeperPlatform:
                 raise _api_error(exc, f"releasing PVC {name}") from None
 
     async def remove_cluster(self, cluster: ClusterRef, *, purge_data: bool, epoch: int | None) -> None:
-        await self._check(epoch)
+        await self._coord.check(epoch)
         ns = cluster.namespace
         deletes = [
             (self.core.delete_namespaced_service, M.headless_name(cluster)),
@@ -473,7 +435,7 @@ class KubernetesZookeeperPlatform:
         for found in secrets.items:
             if found.metadata.name != M.secret_name(cluster):  # the super-user Secret went above
                 await self._delete_secret(cluster, found.metadata.name)
-        zk = await self._zk()
+        zk = await self._coord.zk()
         with contextlib.suppress(NoNodeError):
             await zk.delete(self._config_path(cluster))  # the members are gone: so is their configuration
         if purge_data:

@@ -53,6 +53,7 @@ from zkop.platform.local.cgroups import Cgroups, Limits
 from zkop.platform.local.fence import EpochFence
 from zkop.platform.local.instances import InstanceRecord, LocalInstances, StartFailed, env_name
 from zkop.platform.local.process import PidRecord
+from zkop.platform.notify import Subscribers, app_event
 
 log = logging.getLogger("zkop.platform.local")
 
@@ -150,7 +151,7 @@ class LocalInstancePlatform:
         self.instances = LocalInstances(state_dir, fence, cgroups)
         self.host = host
         self._events: PlatformEvents | None = None
-        self._subscribers: list[Callable[[AppRef], None]] = []
+        self._subscribers: Subscribers[AppRef] = Subscribers()
         self._memory: dict[str, _Memory] = {}
         self._placing = threading.Lock()  # capacity check and placement, across applications
         # One change at a time per application: the supervisor's look and the controller's
@@ -161,17 +162,10 @@ class LocalInstancePlatform:
 
     def subscribe(self, callback: Callable[[AppRef], None]) -> None:
         """``callback(app)`` runs (on the event loop) when an instance of ``app`` changed."""
-        self._subscribers.append(callback)
-
-    def _notify(self, ref: AppRef) -> None:
-        for callback in self._subscribers:
-            with contextlib.suppress(Exception):
-                callback(ref)
+        self._subscribers.add(callback)
 
     async def _event(self, ref: AppRef, type_: str, reason: str, message: str) -> None:
-        if self._events is not None:
-            with contextlib.suppress(Exception):
-                await self._events("Application", ref.namespace, ref.name, type_, reason, message)
+        await app_event(self._events, ref, type_, reason, message)
 
     def _lock(self, ref: AppRef) -> asyncio.Lock:
         return self._locks.setdefault(ref.key, asyncio.Lock())
@@ -326,7 +320,7 @@ class LocalInstancePlatform:
                 await self._event(
                     app, "Warning", failure, f"{rec.name}: {rec.start_error[1] if rec.start_error else ''}"
                 )
-        self._notify(app)
+        self._subscribers.notify(app)
         return [rec.name for rec, _ in created]
 
     def _start(self, ref: AppRef, rec: InstanceRecord, template: InstanceTemplate, epoch: int | None) -> str | None:
@@ -394,7 +388,7 @@ class LocalInstancePlatform:
         async with self._lock(ref):
             changed = await self._supervise_app_locked(ref, epoch)
         if changed:
-            self._notify(ref)
+            self._subscribers.notify(ref)
 
     async def _supervise_app_locked(self, ref: AppRef, epoch: int | None) -> bool:
         ns, name = ref.namespace, ref.name

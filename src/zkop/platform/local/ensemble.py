@@ -37,6 +37,7 @@ from zkop.zk.config import (
     ServerTls,
     current_dynamic_file,
     jvm_args,
+    parse_membership,
     render_dynamic,
     render_static,
     settings_hash,
@@ -215,6 +216,27 @@ class LocalEnsemble:
 
     def config_file(self, member_id: int) -> Path:
         return self.member_dir(member_id) / "zoo.cfg"
+
+    def stored_membership(self, ids: Sequence[int]) -> tuple[list[MemberAddress], int | None]:
+        """The newest dynamic configuration on the members' disks (ZooKeeper writes one file per
+        version, ``zoo.cfg.dynamic.<hex version>``); the initial file when there is none yet."""
+        best: tuple[int, str] | None = None
+        for member_id in ids:
+            for f in self.member_dir(member_id).glob("zoo.cfg.dynamic.*"):
+                try:
+                    version = int(f.name.rsplit(".", 1)[1], 16)
+                    text = f.read_text()
+                except (ValueError, OSError):
+                    continue
+                if best is None or version > best[0]:
+                    best = (version, text)
+        if best is not None:
+            return parse_membership(best[1])[0], best[0]
+        for member_id in ids:
+            f = self.member_dir(member_id) / "zoo.cfg.dynamic"
+            if f.is_file():
+                return parse_membership(f.read_text())[0], None
+        return [], None
 
     def unit(self, member_id: int) -> ProcessUnit:
         return ProcessUnit(self.member_dir(member_id), log_name="member.log")

@@ -4,16 +4,17 @@ operator replicas on one machine cannot both act."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from zkop.errors import Fenced
 
-__all__ = ["EpochFence", "Fenced"]
+__all__ = ["EpochFence", "Fenced", "run_fenced"]
 
 
 class EpochFence:
@@ -52,3 +53,17 @@ class EpochFence:
             return int(json.loads(self.path.read_text())["epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+async def run_fenced(fence: EpochFence | None, epoch: int | None, work: Callable[[], object]) -> None:
+    """Run ``work`` in a thread under the fence (its lock may be held by another action);
+    without a fence, unfenced."""
+
+    def run() -> None:
+        if fence is None:
+            work()
+            return
+        with fence.hold(epoch):
+            work()
+
+    await asyncio.to_thread(run)

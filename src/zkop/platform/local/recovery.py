@@ -18,7 +18,7 @@ from pathlib import Path
 
 from zkop.platform.local.ensemble import EnsembleError, LocalEnsemble, MemberStatus
 from zkop.zk import fourlw, txnlog
-from zkop.zk.config import MemberAddress, parse_membership, render_dynamic
+from zkop.zk.config import MemberAddress, render_dynamic
 
 __all__ = ["Isolated", "committed_membership", "disk_state", "isolate_member"]
 
@@ -38,23 +38,7 @@ async def committed_membership(
             conf = await fourlw.conf(s.address.host, s.address.client_port, timeout=1.0)
             if conf.reachable and conf.members:
                 return list(conf.members), conf.config_version
-    best: tuple[int, str] | None = None
-    for s in statuses:
-        for f in ens.member_dir(s.id).glob("zoo.cfg.dynamic.*"):
-            try:
-                version = int(f.name.rsplit(".", 1)[1], 16)
-                text = f.read_text()
-            except (ValueError, OSError):
-                continue
-            if best is None or version > best[0]:
-                best = (version, text)
-    if best is not None:
-        return parse_membership(best[1])[0], best[0]
-    for s in statuses:
-        f = ens.member_dir(s.id) / "zoo.cfg.dynamic"
-        if f.is_file():
-            return parse_membership(f.read_text())[0], None
-    return [], None
+    return ens.stored_membership([s.id for s in statuses])
 
 
 @dataclass(frozen=True)

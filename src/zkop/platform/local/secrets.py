@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from zkop.platform.local.fence import EpochFence
+from zkop.platform.local.fence import EpochFence, run_fenced
 from zkop.zk.tls import write_private
 
 
@@ -47,20 +47,10 @@ class LocalSecretStore:
                 if old.is_file() and old.name not in data and not old.name.startswith("."):
                     old.unlink()
 
-        await self._fenced(epoch, work)
+        await run_fenced(self.fence, epoch, work)
 
     async def delete(self, namespace: str, name: str, *, epoch: int | None) -> None:
-        await self._fenced(epoch, lambda: shutil.rmtree(self.path(namespace, name), ignore_errors=True))
-
-    async def _fenced(self, epoch: int | None, work: Callable[[], object]) -> None:
-        def run() -> None:
-            if self.fence is None:
-                work()
-                return
-            with self.fence.hold(epoch):
-                work()
-
-        await asyncio.to_thread(run)
+        await run_fenced(self.fence, epoch, lambda: shutil.rmtree(self.path(namespace, name), ignore_errors=True))
 
 
 __all__ = ["LocalSecretStore"]

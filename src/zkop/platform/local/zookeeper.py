@@ -27,12 +27,13 @@ from zkop.platform.base import (
 )
 from zkop.platform.local import statedir
 from zkop.platform.local.ensemble import LocalEnsemble, MemberStatus
-from zkop.platform.local.fence import EpochFence
+from zkop.platform.local.fence import EpochFence, run_fenced
 from zkop.platform.local.process import exit_code
 from zkop.platform.local.tls import LocalTls
+from zkop.platform.notify import Subscribers
 from zkop.zk import tls as tlslib
 from zkop.zk.certs import Issued
-from zkop.zk.config import MemberAddress, parse_membership
+from zkop.zk.config import MemberAddress
 
 STOP_GRACE = 10.0
 
@@ -62,7 +63,7 @@ class LocalZookeeperPlatform:
         self.state_dir = state_dir
         self.fence = fence
         self.naming = naming
-        self._subscribers: list[Callable[[ClusterRef], None]] = []
+        self._subscribers: Subscribers[ClusterRef] = Subscribers()
         self._exit_watches: dict[int, tuple[int, ClusterRef]] = {}  # pid -> (pidfd, cluster)
 
     # ---- exits as they happen ---------------------------------------------------------
@@ -70,7 +71,7 @@ class LocalZookeeperPlatform:
     def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:
         """``callback(cluster)`` runs (on the event loop) the moment an observed member's
         process ends, so the controller heals at once instead of at its next look."""
-        self._subscribers.append(callback)
+        self._subscribers.add(callback)
 
     def _watch_exits(self, cluster: ClusterRef, ens: LocalEnsemble, statuses: Sequence[MemberStatus]) -> None:
         """Arm a pidfd for every running member seen (Linux); the event loop wakes on its exit."""
@@ -92,24 +93,10 @@ class LocalZookeeperPlatform:
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(fd)
         os.close(fd)
-        for callback in self._subscribers:
-            with contextlib.suppress(Exception):
-                callback(cluster)
+        self._subscribers.notify(cluster)
 
     def ensemble(self, cluster: ClusterRef) -> LocalEnsemble:
         return LocalEnsemble(self.state_dir, self.naming(cluster))
-
-    async def _fenced(self, epoch: int | None, work: Callable[[], None]) -> None:
-        """Run ``work`` in a thread under the fence (its lock may be held by another action)."""
-
-        def run() -> None:
-            if self.fence is None:
-                work()
-                return
-            with self.fence.hold(epoch):
-                work()
-
-        await asyncio.to_thread(run)
 
     # ---- observation -------------------------------------------------------------
 
@@ -126,7 +113,7 @@ class LocalZookeeperPlatform:
         if self._subscribers:
             self._watch_exits(cluster, ens, statuses)
         members = tuple(self._observation(ens, s, tls, secure) for s in statuses)
-        stored, version = await asyncio.to_thread(self._stored_config, ens, [s.id for s in statuses])
+        stored, version = await asyncio.to_thread(ens.stored_membership, [s.id for s in statuses])
         return ClusterObservation(members, record.next_id, tuple(stored), version, client_tls=files)
 
     @staticmethod
@@ -158,30 +145,6 @@ class LocalZookeeperPlatform:
             certificate_expires=tls.member_expires(s.id),
         )
 
-    @staticmethod
-    def _stored_config(ens: LocalEnsemble, ids: Sequence[int]) -> tuple[list[MemberAddress], int | None]:
-        """The newest dynamic configuration on the members' disks (ZooKeeper writes one file per
-        version, ``zoo.cfg.dynamic.<hex version>``); the initial file when there is none yet."""
-        best: tuple[int, str] | None = None
-        for member_id in ids:
-            for f in ens.member_dir(member_id).glob("zoo.cfg.dynamic.*"):
-                try:
-                    version = int(f.name.rsplit(".", 1)[1], 16)
-                    text = f.read_text()
-                except (ValueError, OSError):
-                    continue
-                if best is None or version > best[0]:
-                    best = (version, text)
-        if best is not None:
-            found, _ = parse_membership(best[1])
-            return found, best[0]
-        for member_id in ids:
-            f = ens.member_dir(member_id) / "zoo.cfg.dynamic"
-            if f.is_file():
-                found, _ = parse_membership(f.read_text())
-                return found, None
-        return [], None
-
     # ---- effects (all fenced) ----------------------------------------------------
 
     async def reserve_address(
@@ -194,7 +157,7 @@ class LocalZookeeperPlatform:
             ens.ensure_record(template.settings, template.zookeeper_home)
             out.append(ens.reserve_member(member_id).address)
 
-        await self._fenced(epoch, work)
+        await run_fenced(self.fence, epoch, work)
         return out[0]
 
     async def ensure_member(
@@ -225,13 +188,13 @@ class LocalZookeeperPlatform:
             ens.rewrite_static_config(member_id, template.settings, client=client, tls=server_tls)
             ens.start_member(member_id, template.config_hash)
 
-        await self._fenced(epoch, work)
+        await run_fenced(self.fence, epoch, work)
 
     async def stop_member(self, cluster: ClusterRef, member_id: int, *, epoch: int | None) -> None:
         def work() -> None:
             self.ensemble(cluster).stop_member(member_id, grace=STOP_GRACE)
 
-        await self._fenced(epoch, work)
+        await run_fenced(self.fence, epoch, work)
 
     async def remove_member(self, cluster: ClusterRef, member_id: int, *, purge_data: bool, epoch: int | None) -> None:
         def work() -> None:
@@ -239,7 +202,7 @@ class LocalZookeeperPlatform:
             ens.stop_member(member_id, grace=STOP_GRACE)
             ens.forget_member(member_id, purge_data=purge_data)
 
-        await self._fenced(epoch, work)
+        await run_fenced(self.fence, epoch, work)
 
     async def remove_cluster(self, cluster: ClusterRef, *, purge_data: bool, epoch: int | None) -> None:
         def work() -> None:
@@ -254,7 +217,7 @@ class LocalZookeeperPlatform:
                 retained.parent.mkdir(parents=True, exist_ok=True)
                 ens.dir.rename(retained)
 
-        await self._fenced(epoch, work)
+        await run_fenced(self.fence, epoch, work)
 
     async def super_password(self, cluster: ClusterRef) -> str:
         ens = self.ensemble(cluster)
