@@ -131,6 +131,16 @@ class Controller:
                     self._enqueue(req)
             await asyncio.sleep(source.every)
 
+    def _informer(self, ctx: Context, kind: str) -> Informer:
+        """An informer of ``kind`` in this controller's namespace, at its periods."""
+        return Informer(
+            ctx.store,
+            kind,
+            namespace=self.namespace,
+            resync_period=self.resync_period,
+            relist_period=self.relist_period,
+        )
+
     async def run(self, ctx: Context, metrics: ManagerMetrics) -> None:
         """Run until cancelled. Cancelling stops the workers at once (in-flight reconciles too)."""
         queue: WorkQueue[Request] = WorkQueue(
@@ -138,13 +148,7 @@ class Controller:
         )
         self.queue = queue
         metrics.queue_longest.labels(self.name).set_function(queue.longest_running_processor_seconds)
-        primary = Informer(
-            ctx.store,
-            self.kind,
-            namespace=self.namespace,
-            resync_period=self.resync_period,
-            relist_period=self.relist_period,
-        )
+        primary = self._informer(ctx, self.kind)
 
         def on_primary(event: str, old: Resource | None, new: Resource | None) -> None:
             obj = new or old
@@ -157,13 +161,7 @@ class Controller:
         primary.add_handler(on_primary)
         self.informers = [primary]
         for watch in self.watches:
-            inf = Informer(
-                ctx.store,
-                watch.kind,
-                namespace=self.namespace,
-                resync_period=self.resync_period,
-                relist_period=self.relist_period,
-            )
+            inf = self._informer(ctx, watch.kind)
 
             def on_secondary(event: str, old: Resource | None, new: Resource | None, w: Watch = watch) -> None:
                 obj = new or old

@@ -19,7 +19,6 @@ expands nothing either.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from zkop.api.application import APP_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Probe,
 from zkop.api.meta import API_VERSION
 from zkop.api.quantity import Quantity
 from zkop.platform.base import AppRef, InstanceObservation, InstancePhase, InstanceTemplate, LastExit, Resources
+from zkop.platform.kubernetes.manifests import opaque_secret
 
 CONTAINER = "app"
 REVISION_LABEL = "zkop.io/revision"
@@ -203,13 +203,7 @@ def secret(app: AppRef, data: Mapping[str, str], owner_uid: str, *, epoch: int |
     }
     if epoch is not None:
         meta["annotations"] = {EPOCH: str(epoch)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": meta,
-        "type": "Opaque",
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
-    }
+    return opaque_secret(meta, dict(sorted(data.items())))
 
 
 def pod(

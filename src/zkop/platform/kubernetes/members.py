@@ -12,10 +12,10 @@ dynamic configuration lives on the member's volume, where ZooKeeper rewrites it 
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from zkop.platform.base import ClusterRef, MemberTemplate
+from zkop.platform.kubernetes.manifests import opaque_secret
 from zkop.zk.config import FOUR_LETTER_WORDS, MemberAddress, ServerTls, render_dynamic, tls_lines
 
 DEFAULT_IMAGE = "zookeeper:3.9.3"
@@ -187,13 +187,7 @@ def static_config(template: MemberTemplate) -> str:
 def ca_secret(cluster: ClusterRef, cert_pem: str, key_pem: str, fingerprint: str) -> dict[str, Any]:
     meta = _meta(ca_secret_name(cluster), cluster)
     meta["annotations"] = {CA_FINGERPRINT: fingerprint}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": meta,
-        "type": "Opaque",
-        "data": {"ca.crt": _b64(cert_pem), "ca.key": _b64(key_pem)},
-    }
+    return opaque_secret(meta, {"ca.crt": cert_pem, "ca.key": key_pem})
 
 
 def tls_secret(
@@ -201,17 +195,7 @@ def tls_secret(
 ) -> dict[str, Any]:
     meta = _meta(tls_secret_name(cluster, member_id), cluster, member_id)
     meta["annotations"] = {NOT_AFTER: str(int(not_after)), CA_FINGERPRINT: ca_fingerprint}
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": meta,
-        "type": "Opaque",
-        "data": {"keystore.pem": _b64(key_store), "truststore.pem": _b64(ca_pem)},
-    }
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
+    return opaque_secret(meta, {"keystore.pem": key_store, "truststore.pem": ca_pem})
 
 
 def config_map(cluster: ClusterRef, template: MemberTemplate) -> dict[str, Any]:
@@ -224,14 +208,7 @@ def config_map(cluster: ClusterRef, template: MemberTemplate) -> dict[str, Any]:
 
 
 def secret(cluster: ClusterRef, password: str, digest: str) -> dict[str, Any]:
-    b64 = _b64
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _meta(secret_name(cluster), cluster),
-        "type": "Opaque",
-        "data": {"password": b64(password), "digest": b64(digest)},
-    }
+    return opaque_secret(_meta(secret_name(cluster), cluster), {"password": password, "digest": digest})
 
 
 def headless_service(cluster: ClusterRef) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.rest import ApiException
 
 from zkop.errors import ZkopError
+from zkop.platform.kubernetes.manifests import opaque_secret
 
 MANAGED_BY = "zkop"
 
@@ -38,13 +38,8 @@ class KubernetesSecretStore:
     async def write(self, namespace: str, name: str, data: Mapping[str, str], *, epoch: int | None) -> None:
         if self.check is not None:
             await self.check(epoch)
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
-            "type": "Opaque",
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-        }
+        meta = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+        body = opaque_secret(meta, data)
         try:
             await self.core.replace_namespaced_secret(name, namespace, body)  # type: ignore[arg-type]
         except ApiException as exc:
