@@ -97,22 +97,22 @@ class ServerState:
         return f"0x{self.zxid:x}" if self.zxid is not None else "-"
 
 
-def parse_mntr(text: str) -> dict[str, str]:
+def _parse_pairs(text: str, sep: str) -> dict[str, str]:
+    """The ``key<sep>value`` lines of ``text``; other lines are passed over."""
     out: dict[str, str] = {}
     for line in text.splitlines():
-        if "\t" in line:
-            key, value = line.split("\t", 1)
+        if sep in line:
+            key, value = line.split(sep, 1)
             out[key.strip()] = value.strip()
     return out
+
+
+def parse_mntr(text: str) -> dict[str, str]:
+    return _parse_pairs(text, "\t")
 
 
 def parse_srvr(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if ": " in line:
-            key, value = line.split(": ", 1)
-            out[key.strip()] = value.strip()
-    return out
+    return _parse_pairs(text, ": ")
 
 
 def _int(value: str | None) -> int | None:

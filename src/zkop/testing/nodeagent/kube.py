@@ -121,12 +121,7 @@ class Kube:
 
     async def get(self, path: str, *, query: Mapping[str, Any] | None = None) -> Obj | None:
         """The object at ``path``, or None when it does not exist."""
-        try:
-            return await self.request("GET", path, query=query)
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._unless_missing("GET", path, query=query)
 
     async def create(self, path: str, body: Obj) -> Obj:
         return await self.request("POST", path, body=body)
@@ -138,8 +133,14 @@ class Kube:
 
     async def delete(self, path: str, body: Obj | None = None) -> Obj | None:
         """Delete; None when it was gone already."""
+        return await self._unless_missing("DELETE", path, body=body)
+
+    async def _unless_missing(
+        self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Obj | None = None
+    ) -> Obj | None:
+        """:meth:`request`, or None where there is no object at ``path`` (404)."""
         try:
-            return await self.request("DELETE", path, body=body)
+            return await self.request(method, path, query=query, body=body)
         except ApiError as e:
             if e.status == 404:
                 return None

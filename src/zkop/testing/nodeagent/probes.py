@@ -40,6 +40,12 @@ def resolve_port(port: Any, ports: Mapping[str, int]) -> int:
     raise ValueError(f"port {text!r} is not a named port of the container")
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):  # the peer may be gone already: the probe has its answer
+        await writer.wait_closed()
+
+
 async def _http(action: Obj, target: Target, timeout: float) -> tuple[bool, str]:
     port = resolve_port(action.get("port"), target.ports)
     host = action.get("host") or target.pod_ip
@@ -64,9 +70,7 @@ async def _http(action: Obj, target: Target, timeout: float) -> tuple[bool, str]
                 await writer.drain()
                 status_line = await reader.readline()
             finally:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                await _close(writer)
     except TimeoutError:
         return False, f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
     except OSError as e:
@@ -86,9 +90,7 @@ async def _tcp(action: Obj, target: Target, timeout: float) -> tuple[bool, str]:
     try:
         async with asyncio.timeout(timeout):
             _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await _close(writer)
     except TimeoutError:
         return False, f"dial tcp {host}:{port}: i/o timeout"
     except OSError as e:
