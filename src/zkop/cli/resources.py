@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -190,32 +191,38 @@ def get_cmd(
         if name is not None and selector:
             raise ValidationError("give a name or a label selector (-l), not both")
         sel = parse_selector(selector) if selector else None
+        query = _Query(info, ns, name, sel, output)
         place = target.where()
         if watch:
             try:
-                run(_watch(place, target.timeout, info, ns, name, sel, output, max_events, watch_seconds))
+                run(_watch(place, target.timeout, query, max_events, watch_seconds))
             except KeyboardInterrupt:
                 return
             return
-        run(_get(place, target.timeout, info, ns, name, sel, output))
+        run(_get(place, target.timeout, query))
 
 
-async def _get(
-    place: Where,
-    timeout: float,
-    info: KindInfo,
-    namespace: str | None,
-    name: str | None,
-    selector: Selector | None,
-    output: Output,
-) -> None:
+@dataclass(frozen=True)
+class _Query:
+    """What ``zkop get`` lists or watches: one object (``name``) or those of a namespace (all
+    with None) that ``selector`` matches, and how to print them."""
+
+    info: KindInfo
+    namespace: str | None
+    name: str | None
+    selector: Selector | None
+    output: Output
+
+
+async def _get(place: Where, timeout: float, query: _Query) -> None:
+    namespace, output = query.namespace, query.output
     async with open_store(place, timeout) as store:
-        if name is not None:
+        if query.name is not None:
             assert namespace is not None
-            obj = await store.get(info.kind, namespace, name)
+            obj = await store.get(query.info.kind, namespace, query.name)
             out(render([obj], output, single=True, all_namespaces=False))
             return
-        result = await store.list(info.kind, namespace, selector)
+        result = await store.list(query.info.kind, namespace, query.selector)
     for corrupt in result.corrupt:
         warn(f"skipped {corrupt}")
     items = result.items
@@ -225,26 +232,17 @@ async def _get(
         out(list_yaml(items))
     elif not items:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
-        err_console.print(f"No {info.plural} found in {where}.")
+        err_console.print(f"No {query.info.plural} found in {where}.")
     else:
         out(render(items, output, single=False, all_namespaces=namespace is None))
 
 
-async def _watch(
-    place: Where,
-    timeout: float,
-    info: KindInfo,
-    namespace: str | None,
-    name: str | None,
-    selector: Selector | None,
-    output: Output,
-    max_events: int,
-    seconds: float,
-) -> None:
-    printer = WatchPrinter(info, output, all_namespaces=namespace is None)
+async def _watch(place: Where, timeout: float, query: _Query, max_events: int, seconds: float) -> None:
+    name, selector = query.name, query.selector
+    printer = WatchPrinter(query.info, query.output, all_namespaces=query.namespace is None)
     count = 0
     async with open_store(place, timeout) as store:
-        stream = store.watch(info.kind, namespace)
+        stream = store.watch(query.info.kind, query.namespace)
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds if seconds > 0 else None):
