@@ -35,6 +35,14 @@ def test_long_names_fit_in_a_common_name() -> None:
     assert len(certs.certificate_info(issued.cert_pem).subject) <= 64 + 3 and ca.issued(issued.cert_pem)
 
 
+def test_an_organization_goes_in_the_subject_before_the_common_name() -> None:
+    ca = certs.CertificateAuthority.create("test")
+    assert certs.certificate_info(ca.cert_pem).subject == "CN=test,O=zkop"
+    admin = ca.issue("zkop-admin", validity=60, server=False, organization="system:masters")
+    assert certs.certificate_info(admin.cert_pem).subject == "CN=zkop-admin,O=system:masters"
+    assert certs.certificate_info(ca.issue("m-1", validity=60).cert_pem).subject == "CN=m-1"
+
+
 def test_a_certificate_never_outlives_its_ca() -> None:
     ca = certs.CertificateAuthority.create("short", validity=3600, now=1e9)
     assert certs.not_after(ca.issue("x", validity=10 * 3600, now=1e9).cert_pem) == certs.not_after(ca.cert_pem)
