@@ -42,9 +42,10 @@ from kubernetes_asyncio.client.rest import ApiException
 
 import zkop
 from zkop.api.meta import GROUP, VERSION
-from zkop.errors import Fenced, ZkopError
+from zkop.errors import Fenced
 from zkop.platform.base import AppRef, InstanceObservation, InstanceTemplate, PlatformEvents, Resources
 from zkop.platform.kubernetes import instances as I
+from zkop.platform.kubernetes.apierrors import KubernetesError, api_error, unless_absent
 from zkop.platform.kubernetes.coordination import CoordinationSession, Session
 from zkop.platform.notify import Subscribers, app_event
 
@@ -58,15 +59,6 @@ WATCH_TIMEOUT = 240  # seconds of one watch request (under the client's own 5 mi
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 
 Obj = dict[str, Any]
-
-
-class KubernetesError(ZkopError):
-    pass
-
-
-def _api_error(exc: ApiException, what: str) -> KubernetesError:
-    hint = "check the operator's RBAC (the Helm chart's ClusterRole)" if exc.status == 403 else None
-    return KubernetesError(f"{what}: the API server answered {exc.status} {exc.reason}", hint=hint)
 
 
 async def _json(response: Awaitable[Any]) -> Obj:
@@ -160,7 +152,7 @@ class KubernetesInstancePlatform:
                 self.core.list_namespaced_pod(app.namespace, label_selector=I.selector(app), _preload_content=False)
             )
         except ApiException as exc:
-            raise _api_error(exc, f"listing the Pods of {app.key}") from None
+            raise api_error(exc, f"listing the Pods of {app.key}") from None
         return list(data.get("items") or [])
 
     async def _metrics(self, app: AppRef) -> dict[str, Obj] | None:
@@ -178,7 +170,7 @@ class KubernetesInstancePlatform:
                     log.info("no metrics API (metrics.k8s.io %s): instances report no CPU or memory use", why)
                 self._metrics_absent_until = time.monotonic() + self.metrics_retry
                 return None
-            raise _api_error(exc, f"reading the metrics of {app.key}") from None
+            raise api_error(exc, f"reading the metrics of {app.key}") from None
         except (OSError, TimeoutError):
             return None
         return {str((m.get("metadata") or {}).get("name")): m for m in (data or {}).get("items") or []}
@@ -193,7 +185,7 @@ class KubernetesInstancePlatform:
         except ApiException as exc:
             if exc.status == 404:
                 raise KubernetesError(f"application {app.key} does not exist (any more)") from None
-            raise _api_error(exc, f"reading application {app.key}") from None
+            raise api_error(exc, f"reading application {app.key}") from None
         return str(obj["metadata"]["uid"])
 
     # ---- the contract -----------------------------------------------------------------
@@ -212,12 +204,8 @@ class KubernetesInstancePlatform:
     async def _ensure_secret(self, app: AppRef, template: InstanceTemplate, *, epoch: int | None, create: bool) -> None:
         data = I.secret_data(template)
         name = I.secret_name(app)
-        try:
-            current = await _json(self.core.read_namespaced_secret(name, app.namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"reading Secret {name}") from None
-            current = None
+        reading = _json(self.core.read_namespaced_secret(name, app.namespace, _preload_content=False))
+        current = await unless_absent(reading, f"reading Secret {name}")
         if current is not None:
             have = {k: base64.b64decode(v).decode() for k, v in (current.get("data") or {}).items()}
             if have == data:
@@ -234,7 +222,7 @@ class KubernetesInstancePlatform:
                 await self._replace_secret(name, app.namespace, body)
         except ApiException as exc:
             if exc.status != 409:  # made or changed meanwhile: the next look compares again
-                raise _api_error(exc, f"writing Secret {name}") from None
+                raise api_error(exc, f"writing Secret {name}") from None
 
     async def create_instances(
         self, app: AppRef, template: InstanceTemplate, count: int, *, epoch: int | None
@@ -254,7 +242,7 @@ class KubernetesInstancePlatform:
                     await self._create_pod(app.namespace, body)
                 except ApiException as exc:
                     if exc.status != 409:
-                        raise _api_error(exc, f"creating Pod {I.pod_name(app, index)}") from None
+                        raise api_error(exc, f"creating Pod {I.pod_name(app, index)}") from None
                     # The name is taken (a counter lost or behind): a new index, never that name again.
                     index = await self._allocate(app, 1, index + 1)
                     continue
@@ -268,11 +256,7 @@ class KubernetesInstancePlatform:
         """Delete the Pod: the kubelet stops it gracefully (SIGTERM, its grace period); it is no
         longer observed from now on."""
         await self._coord.check(epoch)
-        try:
-            await self.core.delete_namespaced_pod(name, app.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"deleting Pod {name}") from None
+        await unless_absent(self.core.delete_namespaced_pod(name, app.namespace), f"deleting Pod {name}")
 
     async def remove_app(self, app: AppRef, *, epoch: int | None) -> None:
         """Delete every Pod and the Secret, wait until the Pods are gone (forcing those still
@@ -283,11 +267,8 @@ class KubernetesInstancePlatform:
             name = str(pod["metadata"]["name"])
             with contextlib.suppress(ApiException):
                 await self.core.delete_namespaced_pod(name, app.namespace)
-        try:
-            await self.core.delete_namespaced_secret(I.secret_name(app), app.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"deleting Secret {I.secret_name(app)}") from None
+        secret = I.secret_name(app)
+        await unless_absent(self.core.delete_namespaced_secret(secret, app.namespace), f"deleting Secret {secret}")
         deadline = time.monotonic() + STOP_TIMEOUT
         while pods:
             await asyncio.sleep(0.25)
@@ -314,7 +295,7 @@ class KubernetesInstancePlatform:
                 )
             data = await _json(call)
         except ApiException as exc:
-            raise _api_error(exc, "listing the Pods of applications") from None
+            raise api_error(exc, "listing the Pods of applications") from None
         refs = {I.app_of(p) for p in data.get("items") or []}
         return sorted((r for r in refs if r is not None), key=lambda r: r.key)
 
@@ -322,7 +303,7 @@ class KubernetesInstancePlatform:
         try:
             data = await _json(self.core.list_node(_preload_content=False))
         except ApiException as exc:
-            raise _api_error(exc, "listing the Nodes") from None
+            raise api_error(exc, "listing the Nodes") from None
         return I.capacity(list(data.get("items") or []))
 
     # ---- while leading: the Pods as they change -----------------------------------------
@@ -380,18 +361,16 @@ class KubernetesInstancePlatform:
         name = str(pod["metadata"]["name"])
         await self._coord.check(epoch)
         status = pod.get("status") or {}
-        try:
-            await self.core.delete_namespaced_pod(name, ref.namespace, grace_period_seconds=0)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"deleting Pod {name}") from None
+        await unless_absent(
+            self.core.delete_namespaced_pod(name, ref.namespace, grace_period_seconds=0), f"deleting Pod {name}"
+        )
         for _ in range(40):
             try:
                 await self._create_pod(ref.namespace, I.replacement(pod, epoch=epoch))
                 break
             except ApiException as exc:
                 if exc.status != 409:
-                    raise _api_error(exc, f"creating Pod {name}") from None
+                    raise api_error(exc, f"creating Pod {name}") from None
                 await asyncio.sleep(0.25)  # the old one is still being removed
         await self._event(
             ref,

@@ -32,7 +32,6 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.rest import ApiException
 
-from zkop.errors import ZkopError
 from zkop.platform.base import (
     ClusterObservation,
     ClusterRef,
@@ -43,6 +42,7 @@ from zkop.platform.base import (
     TlsPolicy,
 )
 from zkop.platform.kubernetes import members as M
+from zkop.platform.kubernetes.apierrors import KubernetesError, api_error, unless_absent
 from zkop.platform.kubernetes.coordination import CoordinationSession, Session
 from zkop.platform.notify import Subscribers
 from zkop.zk import auth, fourlw
@@ -52,15 +52,6 @@ from zkop.zk.config import MemberAddress, parse_server_line
 from zkop.zk.tls import write_private
 
 STOP_TIMEOUT = 60.0  # seconds to wait for a Pod to be gone after its deletion
-
-
-class KubernetesError(ZkopError):
-    pass
-
-
-def _api_error(exc: ApiException, what: str) -> KubernetesError:
-    hint = "check the operator's RBAC (the Helm chart's ClusterRole)" if exc.status == 403 else None
-    return KubernetesError(f"{what}: the API server answered {exc.status} {exc.reason}", hint=hint)
 
 
 class KubernetesZookeeperPlatform:
@@ -165,7 +156,7 @@ class KubernetesZookeeperPlatform:
                 self.core.list_namespaced_secret(ns, label_selector=M.selector(cluster)),
             )
         except ApiException as exc:
-            raise _api_error(exc, f"observing {cluster.key}") from None
+            raise api_error(exc, f"observing {cluster.key}") from None
         expires = _certificate_ends(secrets.items)
         files = await self.client_tls(cluster)
         tls = tlslib.client_context(files) if files is not None else None
@@ -304,7 +295,7 @@ class KubernetesZookeeperPlatform:
             pods = await self.core.list_namespaced_pod(cluster.namespace, label_selector=selector)
             claims = await self.core.list_namespaced_persistent_volume_claim(cluster.namespace, label_selector=selector)
         except ApiException as exc:
-            raise _api_error(exc, f"reading member {member_id} of {cluster.key}") from None
+            raise api_error(exc, f"reading member {member_id} of {cluster.key}") from None
         kept = [c for c in claims.items if (c.metadata.labels or {}).get(M.REMOVED_LABEL) != "true"]
         return bool(pods.items or kept)
 
@@ -321,7 +312,7 @@ class KubernetesZookeeperPlatform:
             await creators[kind](namespace, body)
         except ApiException as exc:
             if exc.status != 409:
-                raise _api_error(exc, f"creating {kind} {body['metadata']['name']}") from None
+                raise api_error(exc, f"creating {kind} {body['metadata']['name']}") from None
 
     async def _ensure_cluster(self, cluster: ClusterRef, template: MemberTemplate) -> None:
         """The cluster's Services, budget, Secret and static configuration (the ConfigMap follows
@@ -336,7 +327,7 @@ class KubernetesZookeeperPlatform:
             await self.core.replace_namespaced_config_map(M.config_name(cluster), ns, config)  # type: ignore[arg-type]
         except ApiException as exc:
             if exc.status != 404:
-                raise _api_error(exc, f"writing the configuration of {cluster.key}") from None
+                raise api_error(exc, f"writing the configuration of {cluster.key}") from None
             await self._create("ConfigMap", config, ns)
 
     async def ensure_member(
@@ -353,12 +344,7 @@ class KubernetesZookeeperPlatform:
         await self._ensure_cluster(cluster, template)
         await self._create("PersistentVolumeClaim", M.volume_claim(cluster, member_id), ns)
         name = M.pod_name(cluster, member_id)
-        try:
-            current = await self.core.read_namespaced_pod(name, ns)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"reading Pod {name}") from None
-            current = None
+        current = await unless_absent(self.core.read_namespaced_pod(name, ns), f"reading Pod {name}")
         if current is not None:
             if current.metadata.deletion_timestamp is None and current.status.phase not in ("Failed", "Succeeded"):
                 return  # it exists and runs (or starts): a restart is stop_member first
@@ -370,21 +356,13 @@ class KubernetesZookeeperPlatform:
         await self._create("Pod", M.pod(cluster, member_id, template, members, epoch=epoch, domain=self.domain), ns)
 
     async def _delete_pod(self, cluster: ClusterRef, member_id: int) -> None:
-        name = M.pod_name(cluster, member_id)
-        try:
-            await self.core.delete_namespaced_pod(name, cluster.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise _api_error(exc, f"deleting Pod {name}") from None
+        name, ns = M.pod_name(cluster, member_id), cluster.namespace
+        if await unless_absent(self.core.delete_namespaced_pod(name, ns), f"deleting Pod {name}") is None:
+            return
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline:
-            try:
-                await self.core.read_namespaced_pod(name, cluster.namespace)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise _api_error(exc, f"reading Pod {name}") from None
+            if await unless_absent(self.core.read_namespaced_pod(name, ns), f"reading Pod {name}") is None:
+                return
             await asyncio.sleep(0.25)
         raise KubernetesError(f"Pod {name} was not gone {STOP_TIMEOUT:.0f}s after its deletion")
 
@@ -410,7 +388,7 @@ class KubernetesZookeeperPlatform:
                 await self.core.patch_namespaced_persistent_volume_claim(name, cluster.namespace, patch)
         except ApiException as exc:
             if exc.status != 404:
-                raise _api_error(exc, f"releasing PVC {name}") from None
+                raise api_error(exc, f"releasing PVC {name}") from None
 
     async def remove_cluster(self, cluster: ClusterRef, *, purge_data: bool, epoch: int | None) -> None:
         await self._coord.check(epoch)
@@ -423,11 +401,7 @@ class KubernetesZookeeperPlatform:
             (self.core.delete_namespaced_secret, M.secret_name(cluster)),
         ]
         for delete, name in deletes:
-            try:
-                await delete(name, ns)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise _api_error(exc, f"deleting {name}") from None
+            await unless_absent(delete(name, ns), f"deleting {name}")
         claims = await self.core.list_namespaced_persistent_volume_claim(ns, label_selector=M.selector(cluster))
         for claim in claims.items:
             await self._release_claim(cluster, claim.metadata.name, purge_data)
@@ -444,13 +418,9 @@ class KubernetesZookeeperPlatform:
 
     async def super_password(self, cluster: ClusterRef) -> str:
         """The cluster's super-user password, kept in its Secret (made on first use)."""
-        name = M.secret_name(cluster)
-        try:
-            found = await self.core.read_namespaced_secret(name, cluster.namespace)
+        found = await self._read_secret(cluster, M.secret_name(cluster))
+        if found is not None:
             return base64.b64decode(found.data["password"]).decode()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"reading Secret {name}") from None
         password = auth.new_password()
         await self._create(
             "Secret", M.secret(cluster, password, auth.digest(auth.SUPER_USER, password)), cluster.namespace
@@ -460,19 +430,10 @@ class KubernetesZookeeperPlatform:
     # ---- TLS ------------------------------------------------------------------------------
 
     async def _delete_secret(self, cluster: ClusterRef, name: str) -> None:
-        try:
-            await self.core.delete_namespaced_secret(name, cluster.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"deleting Secret {name}") from None
+        await unless_absent(self.core.delete_namespaced_secret(name, cluster.namespace), f"deleting Secret {name}")
 
     async def _read_secret(self, cluster: ClusterRef, name: str) -> Any:
-        try:
-            return await self.core.read_namespaced_secret(name, cluster.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _api_error(exc, f"reading Secret {name}") from None
+        return await unless_absent(self.core.read_namespaced_secret(name, cluster.namespace), f"reading Secret {name}")
 
     async def _ca(self, cluster: ClusterRef, *, create: bool) -> CertificateAuthority | None:
         """The cluster's CA, kept in a Secret that no Pod mounts (made on first use)."""
@@ -510,7 +471,7 @@ class KubernetesZookeeperPlatform:
         try:
             await self.core.replace_namespaced_secret(name, cluster.namespace, body)  # type: ignore[arg-type]
         except ApiException as exc:
-            raise _api_error(exc, f"writing Secret {name}") from None
+            raise api_error(exc, f"writing Secret {name}") from None
 
     async def client_tls(self, cluster: ClusterRef) -> TlsFiles | None:
         """The operator's client certificate for the cluster, in a directory private to this process
