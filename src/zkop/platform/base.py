@@ -40,6 +40,7 @@ __all__ = [
     "LastExit",
     "MemberObservation",
     "MemberTemplate",
+    "ObjectRef",
     "PlatformEvents",
     "PortSpec",
     "Resources",
@@ -71,12 +72,10 @@ class LastExit:
     at: float | None = None
 
 
-# ---------------------------------------------------------------- ZooKeeper members
-
-
 @dataclass(frozen=True)
-class ClusterRef:
-    """Which ensemble: the ZookeeperCluster's namespace and name."""
+class ObjectRef:
+    """Which object, by namespace and name. Its kinds are kept apart: a reference to an
+    ensemble never equals one to an application of the same name."""
 
     namespace: str
     name: str
@@ -84,6 +83,14 @@ class ClusterRef:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+# ---------------------------------------------------------------- ZooKeeper members
+
+
+@dataclass(frozen=True)
+class ClusterRef(ObjectRef):
+    """Which ensemble: the ZookeeperCluster's namespace and name."""
 
 
 ClientTlsMode = Literal["Tls", "Both"]
@@ -299,15 +306,8 @@ PlatformEvents = Callable[[str, str, str, str, str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class AppRef:
+class AppRef(ObjectRef):
     """Which application: the Application's namespace and name."""
-
-    namespace: str
-    name: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
