@@ -142,6 +142,24 @@ def test_the_environment_is_the_local_platforms_with_credentials_from_the_secret
     assert "annotations" not in pod["metadata"]  # no epoch given: nothing stamped
 
 
+def test_a_znodes_identity_is_read_from_the_secret_too() -> None:
+    """With spec.zookeeper.znodeRef the controller gives ZK_AUTH and marks it a credential: it is
+    in the application's Secret, never a value in the Pod's spec."""
+    znode_auth = "znode/shop/orders:pa55"
+    env = [("ZK_HOSTS", "zk-1:2181/apps/orders"), ("ZKOP_REGISTRY_AUTH", AUTH), ("ZK_AUTH", znode_auth)]
+    t = instance_template(application(), env)
+    assert t.secret_env == {"ZKOP_REGISTRY_AUTH", "ZK_AUTH"}
+    pod = I.pod(APP, 1, t, image="zkop", owner_uid="u", epoch=None)
+    assert env_of(pod)["ZK_AUTH"] == {"secretKeyRef": {"name": "counter-registry", "key": "ZK_AUTH"}}
+    assert env_of(pod)["ZK_HOSTS"] == "zk-1:2181/apps/orders"
+    assert znode_auth not in str(pod) and "pa55" not in str(pod)
+    data = I.secret(APP, I.secret_data(t), "u", epoch=1)["data"]
+    assert {k: base64.b64decode(v).decode() for k, v in data.items()} == {
+        "ZKOP_REGISTRY_AUTH": AUTH,
+        "ZK_AUTH": znode_auth,
+    }
+
+
 def test_the_platforms_variables_win_over_the_templates() -> None:
     t = InstanceTemplate("r", ("app",), env=(("PORT", "1"), ("ZKOP_INSTANCE", "x"), ("A", "b")))
     env = env_of(I.pod(APP, 1, t, image="zkop", owner_uid="u", epoch=None))

@@ -156,10 +156,19 @@ class ZookeeperZnodeReconciler:
             return "", ("ClusterNotReady", f"zookeepercluster {cluster.key} is not serving yet")
         return zkc.status.connection_string, None
 
+    async def _reach(self, cluster: ClusterRef, hosts: str) -> str:
+        """Where the operator reaches the members now (on Kubernetes a Pod's IP), which need not
+        be the names of the connection string that tenants get (cluster DNS, which the operator
+        may not have); those names when the platform reports no serving member."""
+        seen = await self.platform.observe(cluster)
+        members = sorted(seen.members, key=lambda m: m.id) if seen is not None else []
+        return ",".join(m.endpoint for m in members if m.ready) or hosts
+
     async def _connect(self, cluster: ClusterRef, hosts: str) -> ZkClient:
         password = await self.platform.super_password(cluster)
         tls = await self.platform.client_tls(cluster)
-        client = ZkClient(hosts, auth_data=[auth.super_auth(password)], session_timeout=10, tls=tls)
+        via = await self._reach(cluster, hosts)
+        client = ZkClient(via, auth_data=[auth.super_auth(password)], session_timeout=10, tls=tls)
         try:
             await client.start(timeout=15)
         except Exception as exc:

@@ -327,6 +327,10 @@ class InstanceTemplate:
     The platform adds to the environment ``ZKOP_INSTANCE``, ``ZKOP_NAMESPACE``, ``ZKOP_APP``,
     ``HOST`` (the address to listen on: the machine's loopback locally, ``0.0.0.0`` in a Pod),
     ``PORT`` (the first port) and ``PORT_<NAME>`` for every named port.
+
+    ``secret_env`` names the variables of ``env`` whose values are credentials: a platform keeps
+    their values out of what describes an instance to others (on Kubernetes they are in the
+    application's Secret, read through ``secretKeyRef``, never values in the Pod's spec).
     """
 
     revision: str
@@ -340,6 +344,7 @@ class InstanceTemplate:
     cpu_limit: float | None = None  # cores
     readiness: Probe | None = None
     liveness: Probe | None = None
+    secret_env: frozenset[str] = frozenset()
 
 
 InstancePhase = Literal["Pending", "Starting", "NotReady", "Running", "Restarting", "CrashLoopBackOff", "Failed"]

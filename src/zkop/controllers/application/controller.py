@@ -70,6 +70,9 @@ FINALIZER = "zkop.io/application"
 DRAIN_SECONDS = 1.0  # between withdrawing an endpoint and stopping its instance
 MAX_REQUEUE = 2.0  # look at least this often (loads and the autoscaler)
 LEFTOVER_PERIOD = 60.0  # how often the platform is asked for applications that have no object
+ZK_AUTH = "ZK_AUTH"  # a ZookeeperZnode's identity, user:password (digest)
+# Variables given to instances whose values are credentials (the platform keeps them secret).
+CREDENTIAL_ENV = frozenset({registry.AUTH_ENV, ZK_AUTH})
 
 
 def template_hash(app: Application) -> str:
@@ -86,7 +89,8 @@ def template_hash(app: Application) -> str:
 
 def instance_template(app: Application, env: Sequence[tuple[str, str]]) -> InstanceTemplate:
     """What the platform runs for ``app``: its template, probes and resources, with ``env``
-    (ZK_HOSTS and the registry's address and identity) after the user's variables."""
+    (ZK_HOSTS and the registry's address and identity) after the user's variables; the
+    credentials among ``env`` (:data:`CREDENTIAL_ENV`) are marked secret."""
     spec = app.spec
     req, lim = spec.resources.requests, spec.resources.limits
     return InstanceTemplate(
@@ -104,6 +108,7 @@ def instance_template(app: Application, env: Sequence[tuple[str, str]]) -> Insta
         cpu_limit=float(lim.cpu.cores) if lim.cpu is not None else None,
         readiness=spec.probes.readiness,
         liveness=spec.probes.liveness,
+        secret_env=frozenset(k for k, _ in env if k in CREDENTIAL_ENV),
     )
 
 
@@ -218,7 +223,7 @@ class ApplicationReconciler:
             (registry.AUTH_ENV, identity.credentials),
         ]
         if zk_auth is not None:
-            env.append(("ZK_AUTH", zk_auth))  # the ZookeeperZnode's identity, user:password (digest)
+            env.append((ZK_AUTH, zk_auth))
         return env
 
     async def _znode(

@@ -197,8 +197,8 @@ class KubernetesInstancePlatform:
         return sorted(observed, key=lambda o: (o.index, o.name))
 
     async def set_template(self, app: AppRef, template: InstanceTemplate, *, epoch: int | None) -> None:
-        """The application's Secret holds the template's registry credentials (a restarted
-        container reads them anew); the rest of the template is in each Pod."""
+        """The application's Secret holds the template's credentials (the registry identity, a
+        ZookeeperZnode's; a restarted container reads them anew); the rest is in each Pod."""
         await self._ensure_secret(app, template, epoch=epoch, create=False)
 
     async def _ensure_secret(self, app: AppRef, template: InstanceTemplate, *, epoch: int | None, create: bool) -> None:

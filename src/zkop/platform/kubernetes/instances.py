@@ -6,8 +6,9 @@ reused), owned by the Application (an ownerReference to the custom resource: the
 collector removes what the operator did not), never a Deployment or ReplicaSet, since zkop does
 the rollout itself. Its labels select the application (:func:`zkop.api.application.instance_labels`,
 the Application's ``status.selector``) and say the template revision and the creation index.
-Per application: a Secret ``<app>-registry`` with the service's registry identity, which the
-container reads through ``secretKeyRef`` (never a plain value in the Pod spec).
+Per application: a Secret ``<app>-registry`` with the service's registry identity and the other
+credentials of the template (``InstanceTemplate.secret_env``: a ZookeeperZnode's ``ZK_AUTH``),
+which the container reads through ``secretKeyRef`` (never a plain value in the Pod spec).
 
 The instance's environment is the local platform's: the template's variables, ``ZKOP_INSTANCE``,
 ``ZKOP_NAMESPACE``, ``ZKOP_APP``, ``HOST`` (``0.0.0.0``: every address of the Pod), ``PORT`` (the
@@ -37,7 +38,8 @@ RESTARTS = "zkop.io/restarts"  # restarts of the instance's earlier Pods (a repl
 SECRET_SUFFIX = "-registry"
 FIRST_PORT = 8080
 LISTEN_ALL = "0.0.0.0"
-# The variables given from the application's Secret, not as values in the Pod spec.
+# The variables given from the application's Secret, not as values in the Pod spec (besides
+# the template's own secret_env).
 SECRET_ENV: tuple[str, ...] = ("ZKOP_REGISTRY_AUTH",)
 # Waiting reasons of a container that cannot start, as the kubelet reports them.
 START_FAILURES = frozenset(
@@ -166,12 +168,14 @@ def probe(p: Probe) -> Obj:
 def environment(
     app: AppRef, name: str, template: InstanceTemplate, secret_env: Collection[str] = SECRET_ENV
 ) -> list[Obj]:
-    """The container's ``env``: the template's variables (those in ``secret_env`` from the
-    application's Secret), then the platform's own, which win over the template's."""
+    """The container's ``env``: the template's variables (those in ``secret_env`` or the
+    template's ``secret_env`` from the application's Secret), then the platform's own, which win
+    over the template's."""
     ports = port_numbers(template)
+    hidden = {*secret_env, *template.secret_env}
     values: dict[str, Obj] = {}
     for key, value in template.env:
-        if key in secret_env:
+        if key in hidden:
             values[key] = {"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name(app), "key": key}}}
         else:
             values[key] = {"name": key, "value": _literal(value)}
@@ -190,8 +194,10 @@ def environment(
 
 
 def secret_data(template: InstanceTemplate, secret_env: Collection[str] = SECRET_ENV) -> dict[str, str]:
-    """What the application's Secret holds: the template's values of ``secret_env``."""
-    return {k: v for k, v in template.env if k in secret_env}
+    """What the application's Secret holds: the template's values of ``secret_env`` and of its
+    own ``secret_env``."""
+    hidden = {*secret_env, *template.secret_env}
+    return {k: v for k, v in template.env if k in hidden}
 
 
 def secret(app: AppRef, data: Mapping[str, str], owner_uid: str, *, epoch: int | None) -> Obj:

@@ -83,6 +83,7 @@ def template_to_json(t: InstanceTemplate) -> dict[str, Any]:
         "cpuLimit": t.cpu_limit,
         "readiness": probe(t.readiness),
         "liveness": probe(t.liveness),
+        "secretEnv": sorted(t.secret_env),
     }
 
 
@@ -103,6 +104,7 @@ def template_from_json(data: Mapping[str, Any]) -> InstanceTemplate:
         cpu_limit=data.get("cpuLimit"),
         readiness=probe(data.get("readiness")),
         liveness=probe(data.get("liveness")),
+        secret_env=frozenset(str(k) for k in data.get("secretEnv", [])),
     )
 
 
