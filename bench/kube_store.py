@@ -17,8 +17,8 @@ namespace each, :class:`zkop.store.kube.KubeStore` and ``kubernetes_asyncio``'s
     get     store: KubeStore.get (GET, decode, validate)
             raw:   get_namespaced_custom_object (GET)
     update  read-modify-write of spec.replicas on both sides:
-            store: KubeStore.modify (get; then update, which reads again to check the
-                   resourceVersion and the fencing epoch, then PUT): 2 GETs and a PUT
+            store: KubeStore.modify (get; then update, which checks the fencing epoch on the
+                   object it just read, then PUT): 1 GET and a PUT
             raw:   get, change, replace with the resourceVersion read (1 GET and a PUT)
     list    store: KubeStore.list of the namespace (decodes and validates every object)
             raw:   list_namespaced_custom_object (JSON only)
@@ -351,7 +351,7 @@ def main(count: int, chunk: int, warm: int, watch_updates: int) -> None:
             "list_reps": LIST_REPS,
             "ops": ops,
             "note_create": "both sides: POST of the object, then PUT of its status subresource",
-            "note_update": "read-modify-write on both sides: store = KubeStore.modify (2 GETs + PUT), raw = GET + PUT",
+            "note_update": "read-modify-write on both sides: store = KubeStore.modify (GET + PUT), raw = GET + PUT",
             "note_list": "list ops/s counts objects listed per second (median of list_reps full lists)",
             "watch_latency_ms": {
                 "updates": watch_updates,
