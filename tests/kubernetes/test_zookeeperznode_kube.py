@@ -327,6 +327,7 @@ def test_credentials_are_a_secret_and_only_the_tenant_reaches_its_path(bed: Bed)
     secret = b.api(f"/api/v1/namespaces/{b.ns}/secrets/zkop-znode-orders") or {}
     assert secret["type"] == "Opaque"
     assert not secret["metadata"].get("ownerReferences")  # Retain outlives the object
+    assert int(secret["metadata"]["annotations"]["zkop.io/epoch"]) >= 1  # the term that wrote it
     other = credentials(b, billing)
     assert other["password"] != creds["password"]
     assert "CredentialsCreated" in b.reasons("orders") and "Created" in b.reasons("orders")

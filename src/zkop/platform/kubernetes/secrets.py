@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.rest import ApiException
 
-from zkop.errors import ZkopError
+from zkop.platform.kubernetes.apierrors import api_error, unless_absent
 from zkop.platform.kubernetes.manifests import opaque_secret
 
 MANAGED_BY = "zkop"
+EPOCH = "zkop.io/epoch"  # the term that wrote it, as on the platforms' Pods
 
 
 class KubernetesSecretStore:
@@ -27,34 +28,39 @@ class KubernetesSecretStore:
         return f"secret/{namespace}/{name}"
 
     async def read(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        try:
-            found = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise ZkopError(f"reading Secret {namespace}/{name}: the API server answered {exc.status}") from None
+        found = await unless_absent(
+            self.core.read_namespaced_secret(name, namespace), f"reading Secret {namespace}/{name}"
+        )
+        if found is None:
+            return None
         return {k: base64.b64decode(v).decode() for k, v in (found.data or {}).items()}
 
     async def write(self, namespace: str, name: str, data: Mapping[str, str], *, epoch: int | None) -> None:
         if self.check is not None:
             await self.check(epoch)
-        meta = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+        meta: dict[str, object] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+        }
+        if epoch is not None:
+            meta["annotations"] = {EPOCH: str(epoch)}
         body = opaque_secret(meta, data)
+        what = f"writing Secret {namespace}/{name}"
         try:
             await self.core.replace_namespaced_secret(name, namespace, body)  # type: ignore[arg-type]
         except ApiException as exc:
             if exc.status != 404:
-                raise ZkopError(f"writing Secret {namespace}/{name}: the API server answered {exc.status}") from None
-            await self.core.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]
+                raise api_error(exc, what) from None
+            try:
+                await self.core.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]
+            except ApiException as again:
+                raise api_error(again, what) from None
 
     async def delete(self, namespace: str, name: str, *, epoch: int | None) -> None:
         if self.check is not None:
             await self.check(epoch)
-        try:
-            await self.core.delete_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise ZkopError(f"deleting Secret {namespace}/{name}: the API server answered {exc.status}") from None
+        await unless_absent(self.core.delete_namespaced_secret(name, namespace), f"deleting Secret {namespace}/{name}")
 
 
 __all__ = ["KubernetesSecretStore"]
