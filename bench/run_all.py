@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ensemble", "store", "kube_store", "failover", "reconcile", "zookeepercluster", "discovery"]
+ORDER = ["ensemble", "store", "kube_store", "failover", "reconcile", "zookeepercluster", "controlplane", "discovery"]
 
 if __name__ == "__main__":
     failed = []

@@ -75,6 +75,30 @@ async def test_crud_with_resource_versions_generation_and_status(store: KubeStor
     written = await store.update_status(updated.model_copy(update={"status": status}))
     assert written.status.phase == "Running" and written.metadata.generation == 2  # type: ignore[attr-defined]
 
+    # The object changed between the status write's read and its write (a user's edit): no
+    # conflict, the write is made again on a fresh read, and the edit stays.
+    real = store.custom.replace_namespaced_custom_object_status
+    edits: list[int] = []
+
+    async def edited_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not edits:
+            fresh = await store.get("zkc", kube_namespace, "zk")
+            edits.append(
+                (
+                    await store.update(fresh.model_copy(update={"spec": fresh.spec.model_copy(update={"replicas": 3})}))
+                ).metadata.generation
+            )
+        return await real(*args, **kwargs)
+
+    store.custom.replace_namespaced_custom_object_status = edited_meanwhile  # type: ignore[method-assign]
+    try:
+        status = written.status.model_copy(update={"ready_replicas": 3})  # type: ignore[attr-defined]
+        again = await store.update_status(written.model_copy(update={"status": status}))
+    finally:
+        store.custom.replace_namespaced_custom_object_status = real  # type: ignore[method-assign]
+    assert edits == [3] and again.status.ready_replicas == 3  # type: ignore[attr-defined]
+    assert again.spec.replicas == 3 and again.metadata.generation == 3  # type: ignore[attr-defined]
+
     # List, with a label selector; across namespaces.
     await store.create(zkc(kube_namespace, "other", tier="b"))
     assert [o.name for o in (await store.list("zkc", kube_namespace)).items] == ["other", "zk"]

@@ -56,6 +56,7 @@ log = logging.getLogger("zkop.store.kube")
 GROUP = "zkop.io"
 VERSION = "v1"
 EPOCH_ANNOTATION = "zkop.io/epoch"
+STATUS_ATTEMPTS = 5  # a status write tried again on a fresh read after a conflict
 WATCH_TIMEOUT = 300  # seconds a watch request lasts before it is renewed from the newest version
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0  # seconds between attempts to reach an API server that is away
 # metadata fields the zkop models know; the rest (ownerReferences, managedFields...) is kept aside
@@ -285,9 +286,20 @@ class KubeStore:
 
     async def update_status(self, obj: Resource) -> Resource:
         """Write only the status (never bumps generation), after stamping the term on the object
-        once per term."""
+        once per term. As with the ZooKeeper store, a change to the rest of the object meanwhile
+        (a spec edit, a deletion) is no conflict: the write is tried again on the object read
+        anew, its term checked anew, so a newer term's stamp still refuses it."""
         info = resolve_kind(obj.kind)
         what = f"status of {info.kind.lower()} {obj.key}"
+        status = to_dict(obj).get("status") or {}
+        for _ in range(STATUS_ATTEMPTS - 1):
+            try:
+                return await self._write_status(info, obj, status, what)
+            except Conflict:
+                continue
+        return await self._write_status(info, obj, status, what)
+
+    async def _write_status(self, info: KindInfo, obj: Resource, status: Mapping[str, Any], what: str) -> Resource:
         current = await self._get_raw(info, obj.namespace, obj.name)
         await self._check_term(current, what)
         key = (info.plural, obj.namespace, obj.name)
@@ -303,7 +315,7 @@ class KubeStore:
             except ApiException as exc:
                 raise self._error(exc, what) from None
             self._stamped.add(key)
-        body = dict(current) | {"status": to_dict(obj).get("status") or {}}
+        body = dict(current) | {"status": status}
         try:
             raw = await self.custom.replace_namespaced_custom_object_status(
                 GROUP, VERSION, obj.namespace, info.plural, obj.name, body
