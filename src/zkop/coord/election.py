@@ -38,6 +38,8 @@ from zkop.client.bridge import Op, TransactionFailed, ZkClient
 
 log = logging.getLogger(__name__)
 
+TURN_RECHECK = 1.0  # seconds between reads of the candidates while waiting for a turn
+
 
 def default_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -127,9 +129,13 @@ class LeaderElection:
         return path
 
     async def _wait_turn(self) -> None:
-        """Wait until our candidate znode is the lowest, watching only our predecessor."""
+        """Wait until our candidate znode is the lowest, watching only our predecessor. The
+        candidates are also read again every ``TURN_RECHECK`` seconds, so a watch event that
+        never arrives delays a turn by that much at most, not until the next connection change."""
         assert self.node is not None
         mine = self.node.rsplit("/", 1)[1]
+        watching: str | None = None
+        gone = asyncio.Event()
         while True:
             children = sorted(await self.client.get_children(self.candidates_path))
             if mine not in children:
@@ -138,21 +144,28 @@ class LeaderElection:
             if index == 0:
                 return
             predecessor = f"{self.candidates_path}/{children[index - 1]}"
-            gone = asyncio.Event()
+            if predecessor != watching:
+                # One watch per predecessor: a re-check does not add callbacks to kazoo's set.
+                gone = asyncio.Event()
 
-            def on_change(_event: WatchedEvent, gone: asyncio.Event = gone) -> None:
-                gone.set()
+                def on_change(_event: WatchedEvent, gone: asyncio.Event = gone) -> None:
+                    gone.set()
 
-            if await self.client.exists(predecessor, watch=on_change) is None:
+                if await self.client.exists(predecessor, watch=on_change) is None:
+                    continue
+                watching = predecessor
+            elif await self.client.exists(predecessor) is None:
                 continue
             self._changed.clear()
             waiter = asyncio.ensure_future(gone.wait())
             changed = asyncio.ensure_future(self._changed.wait())
             try:
-                await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, changed}, timeout=TURN_RECHECK, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
                 changed.cancel()
+            if gone.is_set():
+                watching = None  # the watch has fired: a new one if the predecessor is still there
             if self.node is None:
                 raise NoNodeError("session lost while waiting")
 
