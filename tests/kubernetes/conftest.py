@@ -6,6 +6,9 @@
   deleted after it.
 - ``node_agent``: a node agent (:mod:`zkop.testing.nodeagent`) serving ``kube_namespace``: its
   Pods are scheduled and run as local processes (crash-loop back-off scaled to a tenth).
+- ``cp``: the control plane with the checked-in CRDs applied (server-side, so any module may
+  apply them again) and Established, per module.
+- ``zk``: a one-member coordination ZooKeeper for a module's operators.
 
 The binaries come from ``tools/kube/build.sh`` (``make kube-tools``). When they are missing
 they are built once, right after collection when a selected test uses the control plane
@@ -22,9 +25,12 @@ import re
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from zkop.api.crd import crds
+from zkop.testing import Ensemble, running_ensemble
 from zkop.testing.kube import ControlPlane, KubeBinaries, KubeError, ensure_binaries
 from zkop.testing.nodeagent import NodeAgent
 
@@ -128,3 +134,20 @@ def node_agent(
         yield agent
     finally:
         agent.stop()
+
+
+@pytest.fixture(scope="module")
+def cp(kube_control_plane: ControlPlane) -> ControlPlane:
+    deploy = Path(__file__).resolve().parents[2] / "deploy" / "crds"
+    kube_control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(deploy))
+    for definition in crds():
+        kube_control_plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{definition['metadata']['name']}", "--timeout=60s"
+        )
+    return kube_control_plane
+
+
+@pytest.fixture(scope="module")
+def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
+    with running_ensemble(1, state_dir=tmp_path_factory.mktemp("coordination")) as ensemble:
+        yield ensemble

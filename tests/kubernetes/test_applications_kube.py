@@ -30,7 +30,6 @@ import yaml
 from kazoo.client import KazooClient
 
 from zkop.api import Application, parse_object
-from zkop.api.crd import crds
 from zkop.client.bridge import ZkClient
 from zkop.client.kube import api_client
 from zkop.controllers.application.controller import instance_template
@@ -38,7 +37,7 @@ from zkop.discovery import AsyncServiceDiscovery, Proxy
 from zkop.errors import Fenced
 from zkop.platform.base import AppRef
 from zkop.platform.kubernetes.applications import KubernetesInstancePlatform
-from zkop.testing import Ensemble, running_ensemble
+from zkop.testing import Ensemble
 from zkop.testing.kube import ControlPlane
 from zkop.testing.nodeagent import NodeAgent
 
@@ -49,22 +48,6 @@ EXAMPLES = ROOT / "examples"
 SESSION = 6
 
 Doc = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def cp(kube_control_plane: ControlPlane) -> ControlPlane:
-    kube_control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "deploy" / "crds"))
-    for definition in crds():
-        kube_control_plane.kubectl(
-            "wait", "--for=condition=Established", f"crd/{definition['metadata']['name']}", "--timeout=60s"
-        )
-    return kube_control_plane
-
-
-@pytest.fixture(scope="module")
-def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
-    with running_ensemble(1, state_dir=tmp_path_factory.mktemp("coordination")) as ensemble:
-        yield ensemble
 
 
 @dataclass

@@ -34,18 +34,6 @@ JsonDict = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def cp(kube_control_plane: ControlPlane) -> ControlPlane:
-    """The control plane with the checked-in CRDs applied (server-side, so a second apply in the
-    same session, by any test, takes them over) and Established."""
-    kube_control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(DEPLOY))
-    for definition in crds():
-        kube_control_plane.kubectl(
-            "wait", "--for=condition=Established", f"crd/{definition['metadata']['name']}", "--timeout=60s"
-        )
-    return kube_control_plane
-
-
-@pytest.fixture(scope="module")
 def ns(cp: ControlPlane) -> Iterator[str]:
     """One namespace for the table tests of this module (they create nothing that stays, or
     objects with names of their own)."""

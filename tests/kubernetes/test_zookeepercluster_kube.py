@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from zkop.api.crd import crds
-from zkop.testing import Ensemble, running_ensemble
+from zkop.testing import Ensemble
 from zkop.testing.kube import ControlPlane
 from zkop.testing.nodeagent import NodeAgent
 from zkop.testing.quorum import Writer
@@ -28,22 +27,6 @@ pytestmark = pytest.mark.kubernetes
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION = 6
-
-
-@pytest.fixture(scope="module")
-def cp(kube_control_plane: ControlPlane) -> ControlPlane:
-    kube_control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "deploy" / "crds"))
-    for definition in crds():
-        kube_control_plane.kubectl(
-            "wait", "--for=condition=Established", f"crd/{definition['metadata']['name']}", "--timeout=60s"
-        )
-    return kube_control_plane
-
-
-@pytest.fixture(scope="module")
-def zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
-    with running_ensemble(1, state_dir=tmp_path_factory.mktemp("coordination")) as ensemble:
-        yield ensemble
 
 
 @dataclass

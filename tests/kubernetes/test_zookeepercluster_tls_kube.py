@@ -12,12 +12,12 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 
-from tests.kubernetes.test_zookeepercluster_kube import Operators, available, cp, operators, pod_hosts, zk
+from tests.kubernetes.test_zookeepercluster_kube import Operators, available, operators, pod_hosts
 from zkop.zk.certs import CertificateAuthority
 from zkop.zk.tls import TlsFiles, write_private
 
 pytestmark = pytest.mark.kubernetes
-__all__ = ["cp", "operators", "zk"]  # the fixtures, shared with test_zookeepercluster_kube
+__all__ = ["operators"]  # the fixture, shared with test_zookeepercluster_kube (cp and zk: conftest)
 
 ZKC = """apiVersion: zkop.io/v1
 kind: ZookeeperCluster
