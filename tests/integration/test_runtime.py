@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
@@ -68,6 +69,7 @@ class Replicas:
         self.creds = "zkop:fencing-test"
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.action_seconds = 0.0  # how long each probe action holds the platform's fence lock
 
     def start(self, identity: str) -> None:
         log = (self.tmp / f"{identity}.log").open("ab")
@@ -80,6 +82,7 @@ class Replicas:
                 str(self.tmp),
                 identity,
                 str(SESSION_TIMEOUT),
+                str(self.action_seconds),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -161,6 +164,53 @@ async def test_failover(replicas: Replicas, sig: signal.Signals) -> None:
         await store.client.stop()
 
 
+def fence_lock(tmp: Path) -> Path:
+    return tmp / "fence" / "probe.lock"  # the probe replicas' LocalPlatform(tmp, "probe")
+
+
+def try_lock(path: Path) -> int | None:
+    """The fence lock taken without waiting (an fd to unlock), or None while a replica holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+async def pause_between_actions(proc: subprocess.Popen[bytes], tmp: Path) -> None:
+    """SIGSTOP a replica while it holds no action's fence lock: taking the lock first makes sure."""
+    async with asyncio.timeout(10):
+        while (fd := try_lock(fence_lock(tmp))) is None:  # noqa: ASYNC110 (another process's lock)
+            await asyncio.sleep(0.01)
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+    finally:
+        unlock(fd)
+
+
+async def pause_inside_action(proc: subprocess.Popen[bytes], tmp: Path) -> None:
+    """SIGSTOP a replica while it holds an action's fence lock (only the leader acts)."""
+    async with asyncio.timeout(20):
+        while True:
+            while (fd := try_lock(fence_lock(tmp))) is not None:
+                unlock(fd)
+                await asyncio.sleep(0.01)
+            os.kill(proc.pid, signal.SIGSTOP)
+            fd = try_lock(fence_lock(tmp))
+            if fd is None:
+                return  # paused with the lock held
+            unlock(fd)  # it let go just before the signal: again
+            os.kill(proc.pid, signal.SIGCONT)
+
+
 async def test_fencing_a_paused_leader_changes_nothing(replicas: Replicas, tmp_path: Path) -> None:
     store = await setup_probe(replicas, 2)
     rounds = 0
@@ -171,11 +221,10 @@ async def test_fencing_a_paused_leader_changes_nothing(replicas: Replicas, tmp_p
             # its term and starting its controllers): pause it only once it has acted.
             await poll_until(lambda ep=epoch, who=leader: (ep, who) in actions(tmp_path), timeout=10)
             proc = replicas.procs[leader]
-            os.kill(proc.pid, signal.SIGSTOP)
-            # Generous: on a busy machine a paused replica's session was seen to outlive its timeout by 10 s.
-            new, new_epoch = await wait_leader(replicas.connection(), not_identity=leader, timeout=SESSION_TIMEOUT * 12)
+            await pause_between_actions(proc, tmp_path)
+            new, new_epoch = await wait_leader(replicas.connection(), not_identity=leader, timeout=SESSION_TIMEOUT * 6)
             # Let the new leader act before the old one wakes up.
-            await poll_until(lambda ep=new_epoch: any(e == ep for e, _ in actions(tmp_path)), timeout=25)
+            await poll_until(lambda ep=new_epoch: any(e == ep for e, _ in actions(tmp_path)), timeout=10)
             obj = await store.get("OperatorConfig", "default", "probe")
             assert obj.status.epoch == new_epoch  # type: ignore[attr-defined]
             before = len(actions(tmp_path))
@@ -195,6 +244,38 @@ async def test_fencing_a_paused_leader_changes_nothing(replicas: Replicas, tmp_p
             assert info_leader == new
             rounds += 1
         print(f"fencing rounds passed: {rounds}")
+    finally:
+        await store.client.stop()
+
+
+async def test_a_leader_paused_inside_an_action_delays_the_next_term_and_then_yields(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """The fence lock is held for one whole action: a replica paused inside one keeps the new
+    leader waiting (reported in its log) until it resumes; the action it was admitted to ends,
+    nothing of its epoch follows, and the new leader acts."""
+    replicas.action_seconds = 0.3
+    store = await setup_probe(replicas, 2)
+    try:
+        leader, epoch = await wait_leader(replicas.connection())
+        await poll_until(lambda: (epoch, leader) in actions(tmp_path), timeout=10)
+        proc = replicas.procs[leader]
+        await pause_inside_action(proc, tmp_path)
+        new, new_epoch = await wait_leader(replicas.connection(), not_identity=leader, timeout=SESSION_TIMEOUT * 6)
+        new_log = tmp_path / f"{new}.log"
+        await poll_until(lambda: f"to admit epoch {new_epoch}" in new_log.read_text(), timeout=10)
+        assert not any(e == new_epoch for e, _ in actions(tmp_path)), "acted while the fence was held"
+        before = len(actions(tmp_path))
+        os.kill(proc.pid, signal.SIGCONT)
+        await poll_until(lambda: any(e == new_epoch for e, _ in actions(tmp_path)), timeout=15)
+        await poll_until(lambda: "stopped leading" in (tmp_path / f"{leader}.log").read_text(), timeout=15)
+        after = actions(tmp_path)
+        # At most the action it was paused in (admitted before the new term) ends after it resumes.
+        late = [(e, who) for e, who in after[before:] if who == leader]
+        assert len(late) <= 1 and all(e < new_epoch for e, _ in late), f"the deposed leader acted: {late}"
+        epochs = [e for e, _ in after]
+        assert epochs == sorted(epochs), "platform actions never go back to an older epoch"
+        assert (await wait_leader(replicas.connection()))[0] == new
     finally:
         await store.client.stop()
 

@@ -33,6 +33,7 @@ from zkop.store.base import ResourceStore
 log = logging.getLogger("zkop.manager")
 
 FENCED_PAUSE = 0.5  # seconds before campaigning again after a term was refused at its start
+CLAIM_REPORT = 2.0  # seconds between reports while a platform's fence keeps a new term waiting
 
 
 class FencedPlatform(Protocol):
@@ -172,12 +173,43 @@ class Manager:
         finally:
             await self._shutdown()
 
+    async def _claim(self, epoch: int) -> bool:
+        """Tell every platform the new epoch; False when the term was lost meanwhile.
+
+        A claim may wait: the local platform's fence lock is held for one action at a time, and
+        a replica paused inside an action holds it until it resumes or dies. The claim runs in a
+        thread so the loop (and the lease) stays live, and is reported while it waits."""
+        assert self.election is not None
+        for platform in self.platforms:
+            claim = asyncio.ensure_future(asyncio.to_thread(platform.claim, epoch))
+            started = time.monotonic()
+            while True:
+                done, _ = await asyncio.wait({claim}, timeout=CLAIM_REPORT)
+                if done:
+                    claim.result()  # Fenced propagates
+                    break
+                waited = time.monotonic() - started
+                log.warning(
+                    "waiting %.0fs for platform %s to admit epoch %d (an action of another replica holds its fence)",
+                    waited,
+                    platform.name,
+                    epoch,
+                    extra={"manager": self.options.name, "epoch": epoch},
+                )
+                if self.stopping.is_set() or not await self.election.confirm():
+                    # The thread finishes on its own; a late claim of an old epoch changes nothing.
+                    claim.add_done_callback(lambda f: f.exception())
+                    return False
+        return True
+
     async def _lead(self, store: ResourceStore, coordination: Coordination, epoch: int) -> None:
         assert self.election is not None
         m, name = self.metrics, self.options.name
         try:
-            for platform in self.platforms:
-                platform.claim(epoch)
+            if not await self._claim(epoch):
+                log.info("term lost before the platforms admitted it", extra={"manager": name, "epoch": epoch})
+                await self.election.resign()
+                return
         except Fenced as exc:
             # Deposed between winning and leading (paused in between): a newer term has acted.
             m.fencing_rejections.labels(self.identity).inc()
