@@ -11,6 +11,7 @@ import typer
 import zkop
 from zkop.cli import apps, cluster, local, resources
 from zkop.cli import dashboard as dashboard_cli
+from zkop.cli import files as files_cli
 from zkop.cli import keeper as keeper_cli
 from zkop.cli import kube as kube_cli
 from zkop.cli import operator as operator_cli
@@ -43,6 +44,7 @@ app.add_typer(operator_cli.app, name="operator")
 app.add_typer(keeper_cli.app, name="keeper")
 app.add_typer(kube_cli.app, name="kube")
 app.add_typer(registry_cli.app, name="registry")
+app.add_typer(files_cli.app, name="files", hidden=True)
 resources.register(app)
 cluster.register(app)
 proxy_cli.register(app)
