@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from tests.integration.test_zookeepercluster import Operator, available, cluster
 from zkop.api import parse_object, to_dict
-from zkop.backup.schedule import ScheduledBackups
+from zkop.backup.schedule import REQUEST_ANNOTATION, ScheduledBackups
 from zkop.cli.local import stop_everything
 from zkop.cli.main import app
 from zkop.client.connect import Connection
@@ -25,6 +26,7 @@ from zkop.platform.local.platform import LocalPlatform
 from zkop.platform.local.zookeeper import LocalZookeeperPlatform
 from zkop.runtime.manager import Manager, ManagerOptions
 from zkop.store import NotFound, Store
+from zkop.store.modify import set_annotation
 from zkop.zk import auth
 from zkop.zk.quota import Limits, limits_path, quota_node, stats_path
 
@@ -195,3 +197,22 @@ async def test_scheduled_backups_keep_the_newest(op: Operator, connection: Conne
     assert 2 <= len(listed) <= 3 and {b["cluster"] for b in listed} == {"default/zk"}
     obj = await op.wait(lambda o: o.status.last_backup is not None)
     assert obj.status.last_backup is not None and obj.status.last_backup.name in {b["name"] for b in listed}
+
+
+async def test_a_backup_asked_for_by_annotation_is_taken_once(op: Operator, connection: Connection) -> None:
+    """What `zkop backup create --kubeconfig` does, on the local operator: the annotation asks for
+    a backup of a cluster without a schedule; a request older than the newest backup asks nothing."""
+    await op.store.create(cluster("zk", replicas=1))
+    obj = await op.wait(available(1), timeout=120)
+    asked = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    await op.store.modify("ZookeeperCluster", "default", "zk", set_annotation(REQUEST_ANNOTATION, asked))
+    obj = await op.wait(lambda o: o.status.last_backup is not None, timeout=60)
+    assert obj.status.last_backup is not None
+    first = obj.status.last_backup.name
+    assert [b["name"] for b in await zkop(connection, op.state_dir, "backup", "list")] == [first]
+    # The reconciles that follow (status writes, resyncs) see the request answered.
+    await op.store.modify("ZookeeperCluster", "default", "zk", set_annotation("zkop.io/touched", "yes"))
+    await op.wait(
+        lambda o: o.metadata.annotations.get("zkop.io/touched") == "yes" and o.status.observed_generation is not None
+    )
+    assert (await op.reasons("zk")).count("BackupCreated") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from zkop.platform.base import ClusterRef, MemberTemplate, Resources
@@ -47,6 +48,22 @@ def test_members_are_pods_named_by_id_under_a_headless_service() -> None:
     assert membership.splitlines() == [M.address(CLUSTER, 1).server_line(), a.server_line()]
 
 
+def test_the_file_agent_reads_the_data_and_a_restoring_member_is_seeded() -> None:
+    pod = M.pod(CLUSTER, 1, TEMPLATE, [M.address(CLUSTER, 1)], epoch=1, files_image="reg/zkop:9")
+    files = next(c for c in pod["spec"]["containers"] if c["name"] == "files")
+    assert files["image"] == "reg/zkop:9" and files["args"][:2] == ["files", "serve"]
+    assert all(m["readOnly"] for m in files["volumeMounts"]), "the agent never writes a serving member's data"
+    token = next(e for e in files["env"] if e["name"] == "ZKOP_FILES_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "orders-zk-super", "key": M.FILES_TOKEN_KEY}
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["prepare"]
+    restored = replace(TEMPLATE, seed="prod-orders-zk-20261202T000000Z")
+    first = M.pod(CLUSTER, 1, restored, [M.address(CLUSTER, 1)], epoch=1)
+    assert [c["name"] for c in first["spec"]["initContainers"]] == ["prepare", "seed"]
+    seed = first["spec"]["initContainers"][1]
+    assert seed["args"][:2] == ["files", "seed"] and not any(m.get("readOnly") for m in seed["volumeMounts"])
+
+
+
 def test_cluster_objects() -> None:
     headless = M.headless_service(CLUSTER)
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
@@ -57,7 +74,7 @@ def test_cluster_objects() -> None:
     assert "tickTime=2000" in cfg and "dataDir=/data" in cfg and "reconfigEnabled=true" in cfg
     assert "jute.maxbuffer=4194304" in cfg and cfg.rstrip().endswith("dynamicConfigFile=/data/zoo.cfg.dynamic")
     assert "skipACL" not in cfg
-    assert set(M.secret(CLUSTER, "pw", "super:abc")["data"]) == {"password", "digest"}
+    assert set(M.secret(CLUSTER, "pw", "super:abc", "tok")["data"]) == {"password", "digest", M.FILES_TOKEN_KEY}
 
 
 def run_init(tmp_path: Path, member_id: str, membership: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,5 @@
-"""``zkop backup create | list | restore``: backups of ZookeeperClusters (local platform).
+"""``zkop backup create | list | restore``: backups of ZookeeperClusters. On Kubernetes
+(``--kubeconfig``) the operator takes them and seeds a restored cluster; see the README.
 
 ``create zkc NAME`` copies a serving member's newest snapshot and the transaction logs after it
 (the member keeps running), checks that they cover every transaction from the snapshot on, reads
@@ -12,7 +13,10 @@ it holds (``status.restored``).
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +24,21 @@ import typer
 
 from zkop.api import ZookeeperCluster, parse_object, resolve_kind
 from zkop.cli.output import Output, console, emit, table
-from zkop.cli.session import Target, open_store, root_option, run, timeout_option, user_errors, zk_option
+from zkop.cli.session import (
+    KubeTarget,
+    Target,
+    context_option,
+    kubeconfig_option,
+    open_store,
+    root_option,
+    run,
+    timeout_option,
+    user_errors,
+    zk_option,
+)
 from zkop.errors import ValidationError, ZkopError
 from zkop.store import NotFound
+from zkop.store.modify import set_annotation
 
 app = typer.Typer(name="backup", help="Back ZookeeperClusters up, list the backups, restore one.", no_args_is_help=True)
 
@@ -58,9 +74,15 @@ def create(
     zk: str | None = zk_option(),
     timeout: float = timeout_option(),
     root: str | None = root_option(),
+    kubeconfig: str | None = kubeconfig_option(),
+    context: str | None = context_option(),
+    wait: float = typer.Option(
+        300.0, "--wait", min=1, help="On Kubernetes: seconds to wait for the operator's backup."
+    ),
     output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
 ) -> None:
-    """Back a running cluster up (nothing is stopped)."""
+    """Back a running cluster up (nothing is stopped). On Kubernetes the operator takes it, into
+    its backup directory: this asks for one and waits for it."""
     from zkop.backup.create import create_backup
     from zkop.backup.target import DirectoryTarget
     from zkop.platform.base import ClusterRef
@@ -69,8 +91,19 @@ def create(
     with user_errors():
         if resolve_kind(kind).kind != "ZookeeperCluster":
             raise ValidationError(f"backups are of zookeeperclusters, not {kind}")
+        where = Target.of(ctx, zk, timeout, root, kubeconfig, context)
+        if where.on_kubernetes:
+            if backup is not None:
+                raise ValidationError("--name: on Kubernetes the operator names its backups", hint="leave --name out")
+            status = run(_ask_operator(where.kube(), namespace, name, where.timeout, wait))
+            if emit(status, output):
+                return
+            console.print(
+                f"backup {status['name']} of zookeepercluster/{name}: up to zxid {status['zxid']}, "
+                f"taken by the operator into {status.get('location')}"
+            )
+            return
         target = DirectoryTarget(_dir(ctx, directory))
-        where = Target.of(ctx, zk, timeout, root)
 
         async def main() -> Any:
             async with open_store(where.where(), where.timeout) as store:
@@ -91,6 +124,36 @@ def create(
         f"backup {manifest.name} of zookeepercluster/{name}: up to zxid {row['lastZxid']} "
         f"(snapshot {row['snapshotZxid']} from member {manifest.member_id}), {row['files']} files, "
         f"{row['bytes']} bytes, {row['acls']} ACLs, {row['quotas']} quotas, in {target.location}"
+    )
+
+
+async def _ask_operator(kube: KubeTarget, namespace: str, name: str, timeout: float, wait: float) -> dict[str, Any]:
+    """Ask the operator for a backup (the annotation) and wait until its status names a new one."""
+    from zkop.backup.schedule import REQUEST_ANNOTATION
+
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    async with open_store(kube, timeout) as store:
+        try:
+            obj = await store.get("ZookeeperCluster", namespace, name)
+        except NotFound:
+            raise ZkopError(f"zookeepercluster {namespace}/{name} does not exist") from None
+        assert isinstance(obj, ZookeeperCluster)
+        before = obj.status.last_backup.name if obj.status.last_backup else None
+        await store.modify("ZookeeperCluster", namespace, name, set_annotation(REQUEST_ANNOTATION, stamp))
+        with console.status(
+            f"waiting for the operator's backup of zookeepercluster/{name} ({REQUEST_ANNOTATION}={stamp})"
+        ):
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                obj = await store.get("ZookeeperCluster", namespace, name)
+                assert isinstance(obj, ZookeeperCluster)
+                last = obj.status.last_backup
+                if last is not None and last.name != before:
+                    return dict(last.model_dump(mode="json", by_alias=True), cluster=f"{namespace}/{name}")
+                await asyncio.sleep(1.0)
+    raise ZkopError(
+        f"no new backup of zookeepercluster {namespace}/{name} after {wait:.0f}s",
+        hint=f"the operator takes it once the cluster is healthy; see its events (kubectl describe zkc {name})",
     )
 
 
@@ -128,9 +191,14 @@ def restore(
     zk: str | None = zk_option(),
     timeout: float = timeout_option(),
     root: str | None = root_option(),
+    kubeconfig: str | None = kubeconfig_option(),
+    context: str | None = context_option(),
+    wait: float = typer.Option(300.0, "--wait", min=1, help="On Kubernetes: seconds to wait for the first member."),
     output: Output = typer.Option(Output.table, "--output", "-o", help="table, yaml or json."),
 ) -> None:
-    """Restore a backup into a new cluster (never over one that exists)."""
+    """Restore a backup into a new cluster (never over one that exists). On Kubernetes the
+    backup is checked here first (--dir: the operator's backup directory as this machine sees
+    it), then the operator hands it to the first member's seed step and checks it again."""
     from zkop.backup.restore import seed_local, verify
     from zkop.backup.target import DirectoryTarget
     from zkop.controllers.zookeepercluster.controller import (
@@ -144,9 +212,10 @@ def restore(
 
     with user_errors():
         target = DirectoryTarget(_dir(ctx, directory))
-        where = Target.of(ctx, zk, timeout, root)
+        where = Target.of(ctx, zk, timeout, root, kubeconfig, context)
         ref = ClusterRef(namespace, into)
         platform = LocalZookeeperPlatform(ctx.obj.state_dir, None)
+        kube = where.on_kubernetes
 
         async def main() -> tuple[Any, int]:
             async with open_store(where.where(), where.timeout) as store:
@@ -158,13 +227,13 @@ def restore(
                     )
                 except NotFound:
                     pass
-                if platform.ensemble(ref).exists():
+                if not kube and platform.ensemble(ref).exists():
                     raise ZkopError(
                         f"zookeepercluster {namespace}/{into} still has members in {platform.ensemble(ref).dir}",
                         hint="restore into a new name (--into)",
                     )
                 with tempfile.TemporaryDirectory(prefix="zkop-restore-") as tmp:
-                    manifest = verify(target, backup, Path(tmp))
+                    manifest = await asyncio.to_thread(verify, target, backup, Path(tmp))
                     spec = dict(manifest.spec)
                     if replicas is not None:
                         spec["replicas"] = replicas
@@ -183,6 +252,10 @@ def restore(
                     }
                     obj = parse_object(doc, source=f"the spec kept in backup {manifest.name}")
                     assert isinstance(obj, ZookeeperCluster)
+                    if kube:
+                        await store.create(obj)
+                        await _wait_restored(store, namespace, into, wait)
+                        return manifest, manifest.last_zxid
                     restored = await seed_local(platform, ref, member_template(obj), manifest, Path(tmp))
                 await store.create(obj)
                 return manifest, restored
@@ -198,7 +271,22 @@ def restore(
         return
     console.print(
         f"zookeepercluster/{into} restored from {manifest.name} up to zxid {info['restoredZxid']}; "
-        "member 1 serves, the operator adds the others"
+        "its first member serves, the operator adds the others"
+    )
+
+
+async def _wait_restored(store: Any, namespace: str, name: str, wait: float) -> None:
+    """Until the operator reports the restored data served (``status.restored``)."""
+    with console.status(f"waiting for zookeepercluster/{name}'s first member to serve the backup's data"):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            obj = await store.get("ZookeeperCluster", namespace, name)
+            if obj.status.restored is not None:
+                return
+            await asyncio.sleep(1.0)
+    raise ZkopError(
+        f"zookeepercluster {namespace}/{name} was created but its first member does not serve after {wait:.0f}s",
+        hint=f"see its events (kubectl describe zkc {name}): RestoreFailed says why",
     )
 
 

@@ -75,6 +75,7 @@ async def build_manager(
 ) -> Manager:
     """The composition root: which store and which platforms the controllers run on
     (``app_image``: on Kubernetes, the image of instances whose template names none)."""
+    from zkop.backup.schedule import ScheduledBackups
     from zkop.controllers import operatorconfig, zookeeperznode
     from zkop.controllers.application import controller as application
     from zkop.controllers.zookeepercluster import controller as zookeepercluster
@@ -102,8 +103,6 @@ async def build_manager(
         instances = LocalInstancePlatform(state_dir, platform.fence)
         zookeepers = LocalZookeeperPlatform(state_dir, platform.fence)
         secrets = LocalSecretStore(state_dir, platform.fence)
-        from zkop.backup.schedule import ScheduledBackups
-
         controllers += [
             zookeepercluster.controller(
                 namespace, zookeepers, backups=ScheduledBackups(zookeepers, state_dir / "backups")
@@ -138,7 +137,9 @@ async def build_manager(
         return coordination
 
     epoch_path = f"{conn.root}/leader/{MANAGER_NAME}/epoch"
-    members = KubernetesZookeeperPlatform(api, session, root=conn.root, epoch_path=epoch_path, acl=conn.acl())
+    members = KubernetesZookeeperPlatform(
+        api, session, root=conn.root, epoch_path=epoch_path, acl=conn.acl(), files_image=app_image or DEFAULT_IMAGE
+    )
     pods = KubernetesInstancePlatform(
         api,
         session,
@@ -152,7 +153,8 @@ async def build_manager(
 
     secret_store = KubernetesSecretStore(api, members.check)
     controllers += [
-        zookeepercluster.controller(namespace, members),
+        # Backups go to the operator's backup directory (a volume of its Pod; spec.backup.directory).
+        zookeepercluster.controller(namespace, members, backups=ScheduledBackups(members, state_dir / "backups")),
         application.controller(namespace, pods, conn.root, secrets=secret_store),
         zookeeperznode.controller(namespace, members, secret_store),
     ]

@@ -135,6 +135,9 @@ class MemberTemplate:
     resources_requests: Resources = field(default_factory=Resources)
     resources_limits: Resources = field(default_factory=Resources)
     tls: TlsPolicy | None = None
+    # The backup a restored cluster's first member starts from (a platform that cannot place
+    # data itself receives it then: Kubernetes). Not in ``config_hash``: it changes nothing later.
+    seed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,17 @@ class ZookeeperPlatform(Protocol):
     async def copy_member_file(self, cluster: ClusterRef, member_id: int, name: str, dest: Path) -> None:
         """Copy one of :meth:`member_files` to ``dest`` on the operator's machine, the member
         running on (a log may grow meanwhile: the copy holds what was written when it was read)."""
+        ...
+
+    async def seeding(self, cluster: ClusterRef) -> Sequence[int]:
+        """Members waiting for a backup's data before ZooKeeper starts in them (a platform that
+        cannot place data itself: the seed step of a Kubernetes Pod). Locally, none: ``zkop
+        backup restore`` places the data before the member starts."""
+        ...
+
+    async def seed(self, cluster: ClusterRef, member_id: int, files: Sequence[tuple[str, Path, str]]) -> None:
+        """Hand a waiting member (:meth:`seeding`) its data: ``files`` are (name in
+        ``version-2``, a verified copy, its sha256). ZooKeeper starts in it afterwards."""
         ...
 
     def subscribe(self, callback: Callable[[ClusterRef], None]) -> None:

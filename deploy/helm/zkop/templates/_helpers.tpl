@@ -131,7 +131,8 @@ PodDisruptionBudgets, Secrets, ConfigMaps), under a condition on the value that 
 With platform: kubernetes (members and instances as Pods):
 - pods: get, list, watch, create, delete   members and instances are Pods (read, listed by label,
   watched so a change is seen at once, created, deleted); never updated: a change is a new Pod.
-- secrets: get, list, create, update, delete   a cluster's super-user Secret (made once, read), an
+- secrets: get, list, create, update, delete   a cluster's super-user Secret (made once, read; the
+  members' file-agent token is added to one made before there was one), an
   Application's registry Secret (updated when its credentials change), a ZookeeperZnode's
   credentials (zkop-znode-<name>), with TLS a cluster's CA (<cluster>-ca, mounted by no Pod) and its
   members' key stores (<cluster>-<id>-tls, listed by label to see when each ends); deleted with

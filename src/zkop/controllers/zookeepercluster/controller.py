@@ -9,6 +9,7 @@ against :mod:`zkop.platform.base` and runs on any platform.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -37,7 +38,7 @@ log = logging.getLogger("zkop.zookeepercluster")
 
 FINALIZER = "zkop.io/zookeepercluster"
 RESTART_ANNOTATION = "zkop.io/restartedAt"
-RESTORED_FROM_ANNOTATION = "zkop.io/restoredFrom"
+RESTORED_FROM_ANNOTATION = "zkop.io/restoredFrom"  # also zkop.backup.schedule.RESTORED_FROM
 RESTORED_ZXID_ANNOTATION = "zkop.io/restoredZxid"
 STATUS_REFRESH = 30.0  # volatile figures (zxid, latency) are refreshed at most this often
 DONE_PERIOD = 1.0  # how often a healthy cluster is looked at (4lw only: no writes)
@@ -108,6 +109,7 @@ def member_template(obj: ZookeeperCluster) -> MemberTemplate:
         resources_requests=requests,
         resources_limits=limits,
         tls=tls,
+        seed=obj.metadata.annotations.get(RESTORED_FROM_ANNOTATION) if obj.status.restored is None else None,
     )
 
 
@@ -174,6 +176,11 @@ class ZookeeperClusterReconciler:
 
         template = member_template(obj)
         desired = desired_state(obj, template.config_hash)
+        seeding = template.seed is not None and not deleting
+        if seeding:
+            # Restored: one member starts from the backup, the others are added (and sync from it)
+            # once it has served; members that started empty could elect and truncate it.
+            desired = dataclasses.replace(desired, replicas=1)
         look = await self.driver.look(cluster)
         action = self.driver.decide(look, desired)
         quiet = isinstance(action, P.Done | P.Wait)
@@ -208,12 +215,17 @@ class ZookeeperClusterReconciler:
         if not isinstance(action, P.Wait | P.Done | P.Degraded):
             look = await self.driver.look(cluster)
         status = status_for(obj.status, look, action, desired, generation=obj.metadata.generation, error=error)
-        status = status.model_copy(update={"restored": restored_from(obj)})
-        if self.backups is not None and isinstance(action, P.Done) and error is None:
+        if seeding and error is None and self.backups is not None:
+            await self.backups.seed(obj, self.platform, event)
+        if obj.status.restored is not None or (template.seed is not None and status.ready_replicas > 0):
+            status = status.model_copy(update={"restored": restored_from(obj)})  # its data was served
+        if self.backups is not None and isinstance(action, P.Done) and error is None and not seeding:
             status = status.model_copy(update={"last_backup": await self.backups.run(obj, event)})
         await self._write_status(ctx, obj, status)
         if error is not None:
             raise error
+        if seeding:
+            return Result(requeue_after=1.0)  # data to hand over, or the other members to add
         if isinstance(action, P.Done):
             return Result(requeue_after=DONE_PERIOD)
         if isinstance(action, P.Degraded):

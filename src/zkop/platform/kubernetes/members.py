@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import zkop
 from zkop.platform.base import ClusterRef, MemberTemplate
+from zkop.platform.kubernetes import files
 from zkop.platform.kubernetes.manifests import opaque_secret
 from zkop.zk.config import FOUR_LETTER_WORDS, MemberAddress, ServerTls, render_dynamic, tls_lines
 
@@ -30,6 +32,8 @@ CONFIG_HASH = "zkop.io/config-hash"
 EPOCH = "zkop.io/epoch"
 FIELD_MANAGER = "zkop"
 DOMAIN = "cluster.local"
+FILES_IMAGE = f"zkop:{zkop.__version__}"  # the operator's image runs the members' file agent
+FILES_TOKEN_KEY = "files-token"
 
 # The init step: refuse a volume that holds another member, keep what a member already has
 # (its id, and the dynamic configuration ZooKeeper rewrote on reconfig), and render zoo.cfg
@@ -207,8 +211,11 @@ def config_map(cluster: ClusterRef, template: MemberTemplate) -> dict[str, Any]:
     }
 
 
-def secret(cluster: ClusterRef, password: str, digest: str) -> dict[str, Any]:
-    return opaque_secret(_meta(secret_name(cluster), cluster), {"password": password, "digest": digest})
+def secret(cluster: ClusterRef, password: str, digest: str, files_token: str) -> dict[str, Any]:
+    """The super user's password (the operator's), its digest (the JVM's) and the token of the
+    members' file agents (:mod:`zkop.platform.kubernetes.files`)."""
+    data = {"password": password, "digest": digest, FILES_TOKEN_KEY: files_token}
+    return opaque_secret(_meta(secret_name(cluster), cluster), data)
 
 
 def headless_service(cluster: ClusterRef) -> dict[str, Any]:
@@ -285,8 +292,11 @@ def pod(
     *,
     epoch: int | None,
     domain: str = DOMAIN,
+    files_image: str = FILES_IMAGE,
 ) -> dict[str, Any]:
-    """The member's Pod: an init step that prepares the volume, and ZooKeeper in the foreground."""
+    """The member's Pod: an init step that prepares the volume (and, while a restored cluster
+    waits for its data, one that receives the backup), ZooKeeper in the foreground, and the
+    file agent beside it (backups copy the data through it: no ``pods/exec`` is needed)."""
     image = template.image or DEFAULT_IMAGE
     annotations = {CONFIG_HASH: template.config_hash}
     if epoch is not None:
@@ -313,6 +323,28 @@ def pod(
         "name": "ZKOP_SUPER_DIGEST",
         "valueFrom": {"secretKeyRef": {"name": secret_name(cluster), "key": "digest"}},
     }
+    files_token = {
+        "name": files.TOKEN_ENV,
+        "valueFrom": {"secretKeyRef": {"name": secret_name(cluster), "key": FILES_TOKEN_KEY}},
+    }
+    files_env = [files_token, {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    files_args = ["--data", DATA, "--host", "$(POD_IP)", "--port", str(files.PORT)]
+    if tls:
+        files_args += ["--tls-pem", f"{TLS}/keystore.pem", "--truststore", f"{TLS}/truststore.pem"]
+    files_ports = [{"name": "files", "containerPort": files.PORT}]
+    seed: list[dict[str, Any]] = []
+    if template.seed is not None:
+        seed.append(
+            {
+                "name": "seed",
+                "image": files_image,
+                "args": ["files", "seed", *files_args],
+                "env": files_env,
+                "ports": files_ports,
+                "volumeMounts": mounts,
+            }
+        )
+    read_only = [dict(m, readOnly=True) for m in mounts]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -336,7 +368,8 @@ def pod(
                         },
                     ],
                     "volumeMounts": mounts,
-                }
+                },
+                *seed,
             ],
             "containers": [
                 {
@@ -373,7 +406,16 @@ def pod(
                     },
                     "resources": _resources(template),
                     "volumeMounts": mounts,
-                }
+                },
+                {
+                    "name": "files",
+                    "image": files_image,
+                    "args": ["files", "serve", *files_args],
+                    "env": files_env,
+                    "ports": files_ports,
+                    "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
+                    "volumeMounts": read_only,
+                },
             ],
             "volumes": volumes,
         },

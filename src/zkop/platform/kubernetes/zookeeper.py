@@ -44,6 +44,7 @@ from zkop.platform.base import (
 from zkop.platform.kubernetes import members as M
 from zkop.platform.kubernetes.apierrors import KubernetesError, api_error, unless_absent
 from zkop.platform.kubernetes.coordination import CoordinationSession, Session
+from zkop.platform.kubernetes.files import FilesClient
 from zkop.platform.notify import Subscribers
 from zkop.zk import auth, fourlw
 from zkop.zk import tls as tlslib
@@ -51,6 +52,7 @@ from zkop.zk.certs import CertificateAuthority, certificate_info, split_names
 from zkop.zk.config import MemberAddress, parse_server_line
 from zkop.zk.tls import write_private
 
+SEED_LISTEN = 30.0  # seconds for a running seed step to answer
 STOP_TIMEOUT = 60.0  # seconds to wait for a Pod to be gone after its deletion
 
 
@@ -66,8 +68,11 @@ class KubernetesZookeeperPlatform:
         epoch_path: str | None = None,
         acl: Sequence[Any] = (),
         domain: str = M.DOMAIN,
+        files_image: str = M.FILES_IMAGE,
     ) -> None:
+        """``files_image``: the image of the members' file agent (the operator's own)."""
         self.core = k8s.CoreV1Api(api)
+        self.files_image = files_image
         self.policy = k8s.PolicyV1Api(api)
         self._coord = CoordinationSession(coordination, epoch_path, acl)
         self._subscribers: Subscribers[ClusterRef] = Subscribers()
@@ -319,6 +324,7 @@ class KubernetesZookeeperPlatform:
         the template: it is what the next start of a member reads)."""
         ns = cluster.namespace
         await self.super_password(cluster)
+        await self._files_token(cluster)
         for body in (M.headless_service(cluster), M.client_service(cluster)):
             await self._create("Service", body, ns)
         await self._create("PodDisruptionBudget", M.disruption_budget(cluster), ns)
@@ -353,7 +359,11 @@ class KubernetesZookeeperPlatform:
         members = [a for a in membership if a.id != member_id] + [me]
         if template.tls is not None and template.tls.enabled:
             await self._ensure_member_certificate(cluster, member_id, template.tls)
-        await self._create("Pod", M.pod(cluster, member_id, template, members, epoch=epoch, domain=self.domain), ns)
+        await self._create(
+            "Pod",
+            M.pod(cluster, member_id, template, members, epoch=epoch, domain=self.domain, files_image=self.files_image),
+            ns,
+        )
 
     async def _delete_pod(self, cluster: ClusterRef, member_id: int) -> None:
         name, ns = M.pod_name(cluster, member_id), cluster.namespace
@@ -422,10 +432,27 @@ class KubernetesZookeeperPlatform:
         if found is not None:
             return base64.b64decode(found.data["password"]).decode()
         password = auth.new_password()
-        await self._create(
-            "Secret", M.secret(cluster, password, auth.digest(auth.SUPER_USER, password)), cluster.namespace
-        )
+        body = M.secret(cluster, password, auth.digest(auth.SUPER_USER, password), auth.new_password())
+        await self._create("Secret", body, cluster.namespace)
         return await self.super_password(cluster)
+
+    async def _files_token(self, cluster: ClusterRef) -> str:
+        """The token of the members' file agents (added to a Secret made before there was one)."""
+        name = M.secret_name(cluster)
+        found = await self._read_secret(cluster, name)
+        if found is None:
+            raise KubernetesError(f"the Secret {name} of {cluster.key} is gone", hint="the operator makes it again")
+        if M.FILES_TOKEN_KEY in (found.data or {}):
+            return base64.b64decode(found.data[M.FILES_TOKEN_KEY]).decode()
+        found.data = dict(
+            found.data or {}, **{M.FILES_TOKEN_KEY: base64.b64encode(auth.new_password().encode()).decode()}
+        )
+        try:  # an update holding the read's resourceVersion: a concurrent writer makes it fail, then read again
+            await self.core.replace_namespaced_secret(name, cluster.namespace, found)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise api_error(exc, f"adding the file agents' token to Secret {name}") from None
+        return await self._files_token(cluster)
 
     # ---- TLS ------------------------------------------------------------------------------
 
@@ -497,15 +524,58 @@ class KubernetesZookeeperPlatform:
         write_private(files.cert, issued.key_store)
         return files
 
+    # ---- the members' data, through their file agents ------------------------------------
+
+    async def _files(self, cluster: ClusterRef, member_id: int, container: str = "files") -> FilesClient:
+        """A client of the member's file agent (``container``: ``files``, or the ``seed`` step)."""
+        name = M.pod_name(cluster, member_id)
+        pod = await unless_absent(self.core.read_namespaced_pod(name, cluster.namespace), f"reading Pod {name}")
+        if pod is None:
+            raise KubernetesError(f"member {member_id} of {cluster.key} has no Pod")
+        spec = [*(pod.spec.init_containers or []), *(pod.spec.containers or [])]
+        if not any(c.name == container for c in spec):
+            raise KubernetesError(
+                f"Pod {name} has no {container!r} container (it was made by an older zkop)",
+                hint=f"roll the cluster's members to add it: zkop restart zkc {cluster.name} -n {cluster.namespace}",
+            )
+        if not pod.status.pod_ip:
+            raise KubernetesError(f"Pod {name} has no address yet")
+        token = await self._files_token(cluster)
+        tls = None
+        if any(v.name == "tls" for v in pod.spec.volumes or []):
+            files = await self.client_tls(cluster)
+            tls = tlslib.client_context(files) if files is not None else None
+        return FilesClient(pod.status.pod_ip, token, tls=tls)
+
     async def member_files(self, cluster: ClusterRef, member_id: int) -> Sequence[str]:
-        raise KubernetesError(
-            "backups of members running as Pods are not supported yet", hint="the local platform takes backups"
-        )
+        client = await self._files(cluster, member_id)
+        return [name for name, _ in await client.files()]
 
     async def copy_member_file(self, cluster: ClusterRef, member_id: int, name: str, dest: Path) -> None:
-        raise KubernetesError(
-            "backups of members running as Pods are not supported yet", hint="the local platform takes backups"
-        )
+        await (await self._files(cluster, member_id)).fetch(name, dest)
+
+    async def seeding(self, cluster: ClusterRef) -> Sequence[int]:
+        """Members whose Pod runs its seed step (it listens for the backup's files)."""
+        try:
+            pods = await self.core.list_namespaced_pod(cluster.namespace, label_selector=M.selector(cluster))
+        except ApiException as exc:
+            raise api_error(exc, f"observing {cluster.key}") from None
+        waiting = []
+        for pod in pods.items:
+            step = next((c for c in pod.status.init_container_statuses or [] if c.name == "seed"), None)
+            member = _member_id(pod.metadata.labels)
+            if step is not None and step.state and step.state.running and member is not None:
+                waiting.append(member)
+        return sorted(waiting)
+
+    async def seed(self, cluster: ClusterRef, member_id: int, files: Sequence[tuple[str, Path, str]]) -> None:
+        client = await self._files(cluster, member_id, "seed")
+        async with asyncio.timeout(SEED_LISTEN):
+            while not await client.ready():  # noqa: ASYNC110 (a server in a Pod: polled, no event)
+                await asyncio.sleep(0.25)
+        for name, path, digest in files:
+            await client.put(name, path, digest)
+        await client.done()
 
 
 def _unb64(value: str) -> str:

@@ -242,6 +242,12 @@ class LocalZookeeperPlatform:
 
         return await asyncio.to_thread(names)
 
+    async def seeding(self, cluster: ClusterRef) -> Sequence[int]:
+        return ()  # `zkop backup restore` places the data before the member starts
+
+    async def seed(self, cluster: ClusterRef, member_id: int, files: Sequence[tuple[str, Path, str]]) -> None:
+        raise ZkopError("the local platform has no member waiting for data", hint="zkop backup restore places it")
+
     async def copy_member_file(self, cluster: ClusterRef, member_id: int, name: str, dest: Path) -> None:
         if "/" in name or not name.startswith(("snapshot.", "log.")):
             raise ZkopError(f"not a data file of a member: {name!r}")
