@@ -63,7 +63,6 @@ def test_the_file_agent_reads_the_data_and_a_restoring_member_is_seeded() -> Non
     assert seed["args"][:2] == ["files", "seed"] and not any(m.get("readOnly") for m in seed["volumeMounts"])
 
 
-
 def test_cluster_objects() -> None:
     headless = M.headless_service(CLUSTER)
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
