@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ensemble", "store", "kube_store", "failover", "reconcile", "zookeepercluster", "controlplane", "discovery"]
+ORDER = [
+    "ensemble",
+    "store",
+    "kube_store",
+    "failover",
+    "reconcile",
+    "zookeepercluster",
+    "controlplane",
+    "discovery",
+    "backup",
+]
 
 if __name__ == "__main__":
     failed = []

@@ -34,6 +34,8 @@ from zkop.platform.base import ClusterRef, MemberObservation, ZookeeperPlatform
 from zkop.zk import auth, txnlog
 from zkop.zk import quota as Q
 
+WALK_CHUNK = 500  # znodes whose ACL and children are read at once
+
 
 def backup_name(cluster: ClusterRef, at: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if at is None else at))
@@ -71,8 +73,13 @@ async def _copy_snapshot(
 
 
 def _cut(path: Path, scan: txnlog.LogScan) -> txnlog.LogScan:
-    """A log copied while it was written ends inside a record: keep its complete records."""
-    if scan.end in (txnlog.LogEnd.TRUNCATED, txnlog.LogEnd.PARTIAL) and scan.records:
+    """Keep a copied log's complete records only: one copied while it was written ends inside a
+    record, and ZooKeeper pads its logs with zeros ahead of the records (64 MiB at a time), which
+    a backup need not keep (ZooKeeper reads a log that ends after its last record)."""
+    cut = scan.end in (txnlog.LogEnd.TRUNCATED, txnlog.LogEnd.PARTIAL) or (
+        scan.end is txnlog.LogEnd.END and path.stat().st_size > scan.offset
+    )
+    if cut and scan.records:
         with path.open("r+b") as fh:
             fh.truncate(scan.offset)
         return txnlog.scan_log(path)
@@ -101,19 +108,25 @@ async def read_acls_and_quotas(client: ZkClient) -> tuple[dict[str, list[list[An
     every quota (``path -> limits``), read as the super user."""
     acls: dict[str, list[list[Any]]] = {}
 
-    async def walk(path: str) -> None:
+    async def look(path: str) -> list[str]:
         try:
             found, _ = await client.get_acls(path)
             acls[path] = [[a.perms, a.id.scheme, a.id.id] for a in found]
             children = await client.get_children(path)
         except (NoNodeError, NoAuthError):
-            return
-        for child in sorted(children):
-            full = f"{path.rstrip('/')}/{child}"
-            if full != "/zookeeper":
-                await walk(full)
+            return []
+        return [f"{path.rstrip('/')}/{c}" for c in children if f"{path.rstrip('/')}/{c}" != "/zookeeper"]
 
-    await walk("/")
+    # Breadth first, a level's reads in flight together (in bounded chunks): one round trip per
+    # level and chunk instead of one per znode.
+    level = ["/"]
+    while level:
+        below: list[str] = []
+        for i in range(0, len(level), WALK_CHUNK):
+            for children in await asyncio.gather(*(look(p) for p in level[i : i + WALK_CHUNK])):
+                below += children
+        level = below
+    acls = dict(sorted(acls.items()))
     quotas: dict[str, str] = {}
 
     async def quota_walk(path: str) -> None:
