@@ -6,7 +6,8 @@ Against a 1-member ensemble this script starts itself. For ``--count`` Zookeeper
 objects it times create, get, update and list through :class:`zkop.store.Store`, and raw
 kazoo writing and reading the same znodes with the same payload bytes under another root:
 
-    create  store: Store.create (transaction: object + status znodes, then reads both back)
+    create  store: Store.create (one transaction: object + status znodes, the status set in it so
+            nothing is read back)
             raw:   the same two-create transaction
     get     store: Store.get (reads object + status, decodes, validates)
             raw:   get of both znodes
