@@ -4,7 +4,7 @@ Nothing here does I/O: the reconciler observes instances, hands what it saw to t
 functions, and acts on their answer. :func:`rollout` decides which instances to create and
 which to stop, for a replica count and a rolling update that honours ``maxSurge`` /
 ``maxUnavailable`` and readiness. (Restarts, back-off, placement and phases are the
-platform's: see :mod:`zkop.platform.local.policy`.)
+platform's job, a kubelet's on Kubernetes; the local platform does them itself.)
 """
 
 from __future__ import annotations
