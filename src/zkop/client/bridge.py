@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kazoo.client import KazooClient, KazooState
+from kazoo.client import KazooState
 from kazoo.exceptions import KazooException
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import WatchedEvent, ZnodeStat
 
+from zkop.client.kazoo_io import DirectResult, Kazoo
 from zkop.errors import ZkopError
 
 if TYPE_CHECKING:
@@ -142,7 +143,16 @@ def _to_future(loop: asyncio.AbstractEventLoop, async_result: Any) -> asyncio.Fu
         else:
             settler.put(fut, True, value)
 
-    async_result.rawlink(settle)
+    if isinstance(async_result, DirectResult):
+        # Under the result's lock, so an answer that arrives meanwhile is neither missed nor
+        # settled twice (``set`` runs the callbacks holding the same lock).
+        with async_result._condition:
+            if async_result.ready():
+                settle(async_result)
+            else:
+                async_result.direct = settle
+    else:
+        async_result.rawlink(settle)
     return fut
 
 
@@ -163,7 +173,7 @@ class ZkClient:
     ) -> None:
         """``tls``: connect with TLS, presenting this client certificate."""
         self.hosts = hosts
-        self.kazoo = KazooClient(
+        self.kazoo = Kazoo(
             hosts=hosts,
             timeout=session_timeout,
             auth_data=list(auth_data),
@@ -181,10 +191,12 @@ class ZkClient:
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self.kazoo.bind(self._loop)
         return self._loop
 
     async def start(self, timeout: float = 15.0) -> None:
         self._loop = asyncio.get_running_loop()
+        self.kazoo.bind(self._loop)
         try:
             await asyncio.to_thread(self.kazoo.start, timeout)
         except (KazooTimeoutError, KazooException) as exc:
@@ -256,25 +268,31 @@ class ZkClient:
 
     # ---- operations --------------------------------------------------------------
 
+    def _send(self, make: Callable[[], Any]) -> asyncio.Future[Any]:
+        """The request ``make()`` queues (a kazoo ``*_async`` call), its answer a future. Requests
+        made in one turn of the loop wake kazoo's I/O thread once."""
+        loop = self.loop
+        return _to_future(loop, self.kazoo.batched(make))
+
     async def get(self, path: str, watch: WatchCallback | None = None) -> tuple[bytes, ZnodeStat]:
         result: tuple[bytes, ZnodeStat] = await self.get_future(path, watch)
         return result
 
     def get_future(self, path: str, watch: WatchCallback | None = None) -> asyncio.Future[tuple[bytes, ZnodeStat]]:
         """The read sent now, its answer a future (several reads in flight without a task each)."""
-        return _to_future(self.loop, self.kazoo.get_async(path, watch=self._watch(watch)))
+        return self._send(lambda: self.kazoo.get_async(path, watch=self._watch(watch)))
 
     async def exists(self, path: str, watch: WatchCallback | None = None) -> ZnodeStat | None:
-        result: ZnodeStat | None = await _to_future(self.loop, self.kazoo.exists_async(path, watch=self._watch(watch)))
+        result: ZnodeStat | None = await self._send(lambda: self.kazoo.exists_async(path, watch=self._watch(watch)))
         return result
 
     async def sync(self, path: str) -> None:
         """Bring this session's server up to date with the leader for ``path`` (before a read
         whose answer must not be stale, e.g. one that decides to stop something)."""
-        await _to_future(self.loop, self.kazoo.sync_async(path))
+        await self._send(lambda: self.kazoo.sync_async(path))
 
     async def get_children(self, path: str, watch: WatchCallback | None = None) -> list[str]:
-        result: list[str] = await _to_future(self.loop, self.kazoo.get_children_async(path, watch=self._watch(watch)))
+        result: list[str] = await self._send(lambda: self.kazoo.get_children_async(path, watch=self._watch(watch)))
         return result
 
     async def create(
@@ -287,9 +305,8 @@ class ZkClient:
         sequence: bool = False,
         makepath: bool = False,
     ) -> str:
-        result: str = await _to_future(
-            self.loop,
-            self.kazoo.create_async(
+        result: str = await self._send(
+            lambda: self.kazoo.create_async(
                 path,
                 value,
                 acl=list(acl) if acl else None,
@@ -301,31 +318,31 @@ class ZkClient:
         return result
 
     async def set(self, path: str, value: bytes, version: int = -1) -> ZnodeStat:
-        result: ZnodeStat = await _to_future(self.loop, self.kazoo.set_async(path, value, version))
+        result: ZnodeStat = await self._send(lambda: self.kazoo.set_async(path, value, version))
         return result
 
     async def delete(self, path: str, version: int = -1) -> None:
-        await _to_future(self.loop, self.kazoo.delete_async(path, version))
+        await self._send(lambda: self.kazoo.delete_async(path, version))
 
     async def ensure_path(self, path: str, acl: Sequence[Any] | None = None) -> None:
-        await _to_future(self.loop, self.kazoo.ensure_path_async(path, acl=list(acl) if acl else None))
+        await self._send(lambda: self.kazoo.ensure_path_async(path, acl=list(acl) if acl else None))
 
     async def get_acls(self, path: str) -> tuple[list[Any], ZnodeStat]:
         """The znode's ACL and stat (digest ids show as ``user:x`` without ADMIN rights)."""
-        result: tuple[list[Any], ZnodeStat] = await _to_future(self.loop, self.kazoo.get_acls_async(path))
+        result: tuple[list[Any], ZnodeStat] = await self._send(lambda: self.kazoo.get_acls_async(path))
         return result
 
     async def set_acls(self, path: str, acls: Sequence[Any], version: int = -1) -> ZnodeStat:
         """Replace the znode's ACL; ``version`` is checked against the stat's ``aversion``."""
-        result: ZnodeStat = await _to_future(self.loop, self.kazoo.set_acls_async(path, list(acls), version))
+        result: ZnodeStat = await self._send(lambda: self.kazoo.set_acls_async(path, list(acls), version))
         return result
 
     async def reconfig(
         self, *, joining: str | None = None, leaving: str | None = None, from_config: int = -1
     ) -> tuple[bytes, ZnodeStat]:
         """Incremental dynamic reconfiguration (needs the super user's auth)."""
-        result: tuple[bytes, ZnodeStat] = await _to_future(
-            self.loop, self.kazoo.reconfig_async(joining, leaving, None, from_config)
+        result: tuple[bytes, ZnodeStat] = await self._send(
+            lambda: self.kazoo.reconfig_async(joining, leaving, None, from_config)
         )
         return result
 
@@ -349,7 +366,7 @@ class ZkClient:
                 txn.check(op.path, op.version)
             else:
                 raise ValueError(f"unknown transaction op {op.kind!r}")
-        results: list[Any] = await _to_future(self.loop, txn.commit_async())
+        results: list[Any] = await self._send(lambda: txn.commit_async())
         if any(isinstance(r, Exception) for r in results):
             raise TransactionFailed(ops, results)
         return results

@@ -1,0 +1,309 @@
+"""kazoo's I/O thread, made cheaper for many requests in flight. Used by :mod:`zkop.client.bridge`
+only; nothing here runs on the event loop except :meth:`Kazoo.ring_later`.
+
+kazoo's connection thread makes one pass of its loop per request sent and per answer read, each
+pass a few system calls (a fresh selector, a wake-up byte, a read of the length and one of the
+body). Every system call gives the GIL away, and while the event loop is busy the I/O thread waits
+for it again, so with hundreds of requests in flight most time goes to handing the GIL back and
+forth. Here the same protocol (kazoo's own serialisation, xids, pending queue and error handling)
+runs with:
+
+- every queued request sent in one write per pass, the wake-up bytes drained at once;
+- the socket read in large chunks, every complete answer in the buffer handled in one pass;
+- ``poll`` in place of a selector built and closed per call;
+- results handed to the bridge on this thread (no hop through kazoo's completion thread), and
+  watches already bound to a loop dispatched here (they only queue for the loop);
+- requests made on the loop in one tick waking this thread once.
+
+What a request's life looks like to kazoo (queue, pending, ConnectionLoss on a drop, a request not
+yet sent being sent after a reconnect) is unchanged. This leans on kazoo's internals
+(``ConnectionHandler._read``, ``_send_request``, ``_read_socket``, ``KazooClient._call``); the
+supported kazoo versions are bounded in ``pyproject.toml`` and
+``tests/unit/test_kazoo_io.py`` fails when they move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import select
+import ssl
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionClosedError
+from kazoo.handlers.threading import AsyncResult, SequentialThreadingHandler
+from kazoo.protocol import connection as _conn
+from kazoo.protocol.connection import ConnectionDropped, ConnectionHandler
+from kazoo.protocol.serialization import Auth
+from kazoo.protocol.states import KeeperState
+
+log = logging.getLogger(__name__)
+
+_INT = struct.Struct("!i")
+READ_CHUNK = 256 * 1024
+# Bounds one write, so answers are read between large bursts of requests.
+SEND_BATCH = 512
+
+
+class DirectResult(AsyncResult):  # type: ignore[misc]
+    """A kazoo result that hands itself to the bridge on the thread that sets it. kazoo's own
+    ``rawlink`` callbacks take a hop through its completion thread; the bridge's callback only
+    queues for the loop, so it is safe to run where the answer is read."""
+
+    direct: Callable[[AsyncResult], None] | None = None
+
+    def _do_callbacks(self) -> None:
+        if self.direct is not None:
+            self.direct(self)
+        super()._do_callbacks()
+
+
+class Handler(SequentialThreadingHandler):  # type: ignore[misc]
+    """kazoo's threading handler with direct results, loop-bound watches dispatched on the I/O
+    thread, and a ``select`` that knows the connection's read buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection: BatchingConnection | None = None
+
+    def async_result(self) -> AsyncResult:
+        return DirectResult(self)
+
+    def dispatch_callback(self, callback: Any) -> None:
+        # Watches bound to a loop (``ZkClient.hop``) only queue for it; the thread that reads
+        # events in order queues them in order.
+        if getattr(callback.func, "_zkop_hopped", False):
+            callback.func(*callback.args)
+        else:
+            super().dispatch_callback(callback)
+
+    def select(
+        self, rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        conn = self.connection
+        if conn is not None and conn._socket in rlist and conn.answer_buffered():
+            return [conn._socket], [], []
+        readable, writable = _poll(rlist, wlist, timeout)
+        return readable, writable, []
+
+
+def _poll(rlist: list[Any], wlist: list[Any], timeout: float | None) -> tuple[list[Any], list[Any]]:
+    """``select`` for a few descriptors: one system call (kazoo builds and closes a selector
+    each time), and no limit on descriptor numbers."""
+    if timeout is not None and timeout < 0:
+        raise ValueError("timeout must be non-negative")
+    poller = select.poll()
+    masks: dict[int, int] = {}
+    objs: dict[int, Any] = {}
+    for obj in rlist:
+        fd = obj if isinstance(obj, int) else obj.fileno()
+        masks[fd] = masks.get(fd, 0) | select.POLLIN | select.POLLPRI
+        objs[fd] = obj
+    for obj in wlist:
+        fd = obj if isinstance(obj, int) else obj.fileno()
+        masks[fd] = masks.get(fd, 0) | select.POLLOUT
+        objs.setdefault(fd, obj)
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    ready = poller.poll(None if timeout is None else timeout * 1000)
+    readable: list[Any] = []
+    writable: list[Any] = []
+    for fd, events in ready:
+        broken = events & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+        if masks[fd] & select.POLLIN and (events & (select.POLLIN | select.POLLPRI) or broken):
+            readable.extend(o for o in rlist if (o if isinstance(o, int) else o.fileno()) == fd)
+        if masks[fd] & select.POLLOUT and (events & select.POLLOUT or broken):
+            writable.extend(o for o in wlist if (o if isinstance(o, int) else o.fileno()) == fd)
+    return readable, writable
+
+
+class BatchingConnection(ConnectionHandler):  # type: ignore[misc]
+    """kazoo's connection with batched writes and buffered reads (see the module's notes)."""
+
+    def __init__(self, client: KazooClient, retry_sleeper: Any, logger: Any = None, sasl_options: Any = None) -> None:
+        super().__init__(client, retry_sleeper, logger=logger, sasl_options=sasl_options)
+        self._inbuf = bytearray()
+        self._sent = 0
+
+    # ---- reads -------------------------------------------------------------------
+
+    def answer_buffered(self) -> bool:
+        """A whole answer is in the buffer (or inside the TLS layer), so reading needs no wait."""
+        buf = self._inbuf
+        if len(buf) >= 4 and len(buf) >= 4 + _INT.unpack_from(buf)[0]:
+            return True
+        sock = self._socket
+        return sock is not None and hasattr(sock, "pending") and sock.pending() > 0
+
+    def _connect(self, host: str, hostip: str, port: int) -> Any:
+        self._inbuf = bytearray()  # a new socket: nothing of the old one is valid
+        return super()._connect(host, hostip, port)
+
+    def _read(self, length: int, timeout: float) -> bytes:
+        buf = self._inbuf
+        with self._socket_error_handling():
+            while len(buf) < length:
+                sock = self._socket
+                if not (hasattr(sock, "pending") and sock.pending() > 0) and not _poll([sock], [], timeout)[0]:
+                    raise self.handler.timeout_exception("socket time-out during read")
+                try:
+                    chunk = sock.recv(max(READ_CHUNK, length - len(buf)))
+                except ssl.SSLError as exc:
+                    if exc.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                        continue
+                    raise
+                except BlockingIOError:
+                    continue  # woken without data (spurious): wait again
+                if chunk == b"":
+                    raise ConnectionDropped("socket connection broken")
+                buf += chunk
+        out = bytes(buf[:length])
+        del buf[:length]
+        return out
+
+    def _read_socket(self, read_timeout: float) -> Any:
+        # Every whole answer already read is handled now: the loop's next wait only wakes for
+        # new bytes on the socket.
+        while True:
+            response = super()._read_socket(read_timeout)
+            if response == _conn.CLOSE_RESPONSE or not self.answer_buffered():
+                return response
+
+    # ---- writes ------------------------------------------------------------------
+
+    def _send_request(self, read_timeout: float, connect_timeout: float) -> None:
+        client = self.client
+        queue = client._queue
+        # The wake-ups first: a request queued after this is followed by a wake-up of its own.
+        with contextlib.suppress(OSError):
+            self._read_sock.recv(65536)
+        if not queue:
+            return
+        head = queue[0][0]
+        if head is _conn._SESSION_EXPIRED or head is _conn._CONNECTION_DROP:
+            # kazoo's test hooks, raised by its own code (which reads one wake-up byte)
+            self._write_sock.send(b"\0")
+            super()._send_request(read_timeout, connect_timeout)
+            return
+        # Only this thread takes from the left of the queue, so indexing is safe while the loop
+        # appends on the right.
+        frames: list[bytes] = []
+        ends: list[int] = []
+        sending: list[tuple[Any, Any, int]] = []
+        size = 0
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        for i in range(min(len(queue), SEND_BATCH)):
+            request, async_object = queue[i]
+            if request is _conn._SESSION_EXPIRED or request is _conn._CONNECTION_DROP:
+                break
+            if request.type == Auth.type:
+                xid = _conn.AUTH_XID
+            else:
+                xid = self._xid = (int(self._xid) % 2147483647) + 1  # type: ignore[has-type]
+            body = bytearray(_INT.pack(xid))
+            if request.type:
+                body += _INT.pack(request.type)
+            body += request.serialize()
+            if debug:
+                self.logger.debug("Sending request(xid=%s): %s", xid, request)
+            frames.append(_INT.pack(len(body)) + body)
+            size += len(frames[-1])
+            ends.append(size)
+            sending.append((request, async_object, xid))
+        self._sent = 0
+        try:
+            self._write_all(b"".join(frames), connect_timeout)
+        finally:
+            # A request whose bytes all went out is pending (a drop fails it with ConnectionLoss,
+            # as kazoo does); the rest stay queued and go out after a reconnect.
+            for end, item in zip(ends, sending, strict=True):
+                if end > self._sent:
+                    break
+                queue.popleft()
+                client._pending.append(item)
+        if queue:
+            self._write_sock.send(b"\0")  # more was queued than one write takes: another pass
+
+    def _write_all(self, msg: bytes, timeout: float) -> None:
+        """Write ``msg``, counting in ``self._sent`` what went out (read when a send fails)."""
+        view = memoryview(msg)
+        with self._socket_error_handling():
+            while self._sent < len(msg):
+                if not _poll([], [self._socket], timeout)[1]:
+                    raise self.handler.timeout_exception("socket time-out during write")
+                try:
+                    n = self._socket.send(view[self._sent :])
+                except ssl.SSLError as exc:
+                    if exc.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                        continue
+                    raise
+                except BlockingIOError:
+                    continue
+                if not n:
+                    raise ConnectionDropped("socket connection broken")
+                self._sent += n
+
+
+class Kazoo(KazooClient):  # type: ignore[misc]
+    """A KazooClient on the handler and connection above. Requests the bridge makes on its loop
+    (inside :meth:`batched`) wake the I/O thread once per loop tick instead of once each."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        handler = Handler()
+        super().__init__(handler=handler, **kwargs)
+        old: Any = self._connection  # type: ignore[has-type]
+        conn = BatchingConnection(self, old.retry_sleeper, logger=old.logger, sasl_options=old.sasl_options)
+        self._connection = conn
+        handler.connection = conn
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._batching = False
+        self._ring_scheduled = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop whose requests may share wake-ups (called on that loop's thread)."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def batched(self, make: Callable[[], Any]) -> Any:
+        """``make()`` (a kazoo ``*_async`` call) with its wake-up deferred to the end of this tick."""
+        self._batching = True
+        try:
+            return make()
+        finally:
+            self._batching = False
+
+    def _call(self, request: Any, async_object: Any) -> Any:
+        if not (self._batching and self._loop is not None and threading.get_ident() == self._loop_thread):
+            return super()._call(request, async_object)
+        if self._state in (KeeperState.AUTH_FAILED, KeeperState.CLOSED, KeeperState.EXPIRED_SESSION):
+            return super()._call(request, async_object)  # kazoo's own refusal
+        self._queue.append((request, async_object))
+        if not self._ring_scheduled:
+            try:
+                self._loop.call_soon(self._ring)
+            except RuntimeError:  # the loop is closed: wake the thread now
+                self._ring()
+            else:
+                self._ring_scheduled = True
+        return None
+
+    def _ring(self) -> None:
+        self._ring_scheduled = False
+        write_sock = self._connection._write_sock
+        try:
+            if write_sock is None:
+                raise ConnectionClosedError("Connection has been closed")
+            write_sock.send(b"\0")
+        except Exception:  # closed meanwhile: fail what waits, as kazoo's _call does
+            for _, async_object in list(self._queue):
+                if async_object is not None and not async_object.ready():
+                    async_object.set_exception(ConnectionClosedError("Connection has been closed"))
+
+
+__all__ = ["BatchingConnection", "DirectResult", "Handler", "Kazoo"]
