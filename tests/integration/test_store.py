@@ -196,6 +196,34 @@ async def test_events_are_bounded_and_repeats_counted(store: Store) -> None:
     assert events[0].message == "step 10"
 
 
+async def test_a_new_writer_adds_its_first_event_in_one_write_and_keeps_the_bound(
+    store: Store, zk_client: ZkClient, connection: Connection
+) -> None:
+    obj = await store.create(zkc())
+    for i in range(MAX_EVENTS_PER_OBJECT + 5):
+        await store.record_event(obj, "Normal", "Step", f"step {i}")
+    # Another writer (a new operator term): its first event is added after the newest, even when
+    # it repeats it (a repeat is merged only with what the same writer recorded), the oldest
+    # dropped.
+    other = Store(zk_client, root=connection.root, acl=connection.acl())
+    await other.record_event(obj, "Normal", "Step", f"step {MAX_EVENTS_PER_OBJECT + 4}")
+    await other.record_event(obj, "Normal", "Step", f"step {MAX_EVENTS_PER_OBJECT + 4}")
+    events = await store.list_events("default", kind="zkc", name="orders")
+    assert len(events) == MAX_EVENTS_PER_OBJECT
+    assert [(e.message, e.count) for e in events[-2:]] == [
+        (f"step {MAX_EVENTS_PER_OBJECT + 4}", 1),
+        (f"step {MAX_EVENTS_PER_OBJECT + 4}", 2),
+    ]
+    # On an object with few events, nothing is read: the sequence number bounds the count.
+    fresh = await store.create(zkc("fresh"))
+    await store.record_event(fresh, "Normal", "Created", "made")
+    third = Store(zk_client, root=connection.root, acl=connection.acl())
+    reads_before = zk_client.kazoo._connection._xid
+    await third.record_event(fresh, "Normal", "Leading", "third leads")
+    assert zk_client.kazoo._connection._xid - reads_before == 1  # one request: the create
+    assert [e.reason for e in await store.list_events("default", kind="zkc", name="fresh")] == ["Created", "Leading"]
+
+
 async def collect(stream: AsyncIterator[WatchEvent], until: Any, timeout: float = 10.0) -> list[WatchEvent]:
     seen: list[WatchEvent] = []
     async with asyncio.timeout(timeout):

@@ -144,13 +144,7 @@ def _to_future(loop: asyncio.AbstractEventLoop, async_result: Any) -> asyncio.Fu
             settler.put(fut, True, value)
 
     if isinstance(async_result, DirectResult):
-        # Under the result's lock, so an answer that arrives meanwhile is neither missed nor
-        # settled twice (``set`` runs the callbacks holding the same lock).
-        with async_result._condition:
-            if async_result.ready():
-                settle(async_result)
-            else:
-                async_result.direct = settle
+        async_result.link_direct(settle)
     else:
         async_result.rawlink(settle)
     return fut

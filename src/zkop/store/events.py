@@ -89,24 +89,11 @@ class Events(Znodes):
         if await self._record_known(base, type_, reason, message, stamp, kind, namespace, name, source):
             return
         record = EventRecord(type_, reason, message[:2000], kind, namespace, name, 1, stamp, stamp, source)
-        if base not in self._ensured:
-            # The object's first event, most likely: its folder and the event in one transaction.
-            await self._ensure(base.rsplit("/", 1)[0])
-            try:
-                created = await self._commit(
-                    [
-                        Op.create(base, b"", acl=self.acl),
-                        Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True),
-                    ]
-                )
-            except TransactionFailed as exc:
-                if not isinstance(exc.error, NodeExistsError):
-                    raise
-            else:
-                self._ensured.add(base)
-                self._newest_events[base] = (str(created[1]), record, 0, 1)
-                return
-            self._ensured.add(base)
+        if base not in self._newest_events:
+            # The first event this store records about the object: one write, no reads (like a
+            # Kubernetes event recorder, a repeat is merged only with what this writer wrote).
+            await self._add_first(base, record)
+            return
         children = sorted(await self._children(base))
         if children:
             newest = f"{base}/{children[-1]}"
@@ -120,11 +107,49 @@ class Events(Znodes):
             except (NoNodeError, ValueError, TransactionFailed):
                 pass
         created = await self._commit([Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True)])
-        excess = len(children) + 1 - MAX_EVENTS_PER_OBJECT
-        for old in children[: max(0, excess)]:
+        kept = await self._trim(base, [*children, str(created[0]).rsplit("/", 1)[1]])
+        self._newest_events[base] = (str(created[0]), record, 0, kept)
+
+    async def _add_first(self, base: str, record: EventRecord) -> None:
+        """Add ``record`` under ``base`` (made with it when missing). The sequence number bounds
+        how many events the object can have (the folder's child version counts every add and
+        removal), so the list is read to trim it only when that bound passes the limit."""
+        event = Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True)
+        try:
+            # Most objects already have a folder of events (from earlier terms or writers).
+            created = str((await self._commit([event]))[0])
+        except TransactionFailed as exc:
+            if not isinstance(exc.error, NoNodeError):
+                raise
+            created = await self._add_folder(base, event)
+        seq = int(created.rsplit("-", 1)[1])
+        kept = seq + 1
+        if kept > MAX_EVENTS_PER_OBJECT:
+            kept = await self._trim(base, sorted(await self._children(base)))
+        self._newest_events[base] = (created, record, 0, kept)
+
+    async def _add_folder(self, base: str, event: Op) -> str:
+        """Make the object's folder of events with ``event`` in it; the path of the event."""
+        parent = base.rsplit("/", 1)[0]
+        for _ in range(2):
+            try:
+                return str((await self._commit([Op.create(base, b"", acl=self.acl), event]))[1])
+            except TransactionFailed as exc:
+                if isinstance(exc.error, NodeExistsError):  # made meanwhile by another writer
+                    return str((await self._commit([event]))[0])
+                if not isinstance(exc.error, NoNodeError):
+                    raise
+                self._ensured.discard(parent)  # the namespace's folder is missing: make it
+                await self._ensure(parent)
+        raise RuntimeError(f"cannot make {base}")  # the namespace folder vanished twice
+
+    async def _trim(self, base: str, children: list[str]) -> int:
+        """Remove the oldest of ``children`` beyond the limit; how many are kept."""
+        children = sorted(children)
+        for old in children[: max(0, len(children) - MAX_EVENTS_PER_OBJECT)]:
             with contextlib.suppress(NoNodeError):
                 await self.client.delete(f"{base}/{old}")
-        self._newest_events[base] = (str(created[0]), record, 0, min(len(children) + 1, MAX_EVENTS_PER_OBJECT))
+        return min(len(children), MAX_EVENTS_PER_OBJECT)
 
     async def _record_known(
         self,
@@ -158,8 +183,7 @@ class Events(Znodes):
                 [Op.create(f"{base}/e-", dumps(record.to_json()), acl=self.acl, sequence=True)]
             )
         except TransactionFailed:
-            self._newest_events.pop(base, None)
-            return False
+            return False  # another writer came between: the full path reads and replaces the entry
         self._newest_events[base] = (str(created[0]), record, 0, count + 1)
         return True
 
