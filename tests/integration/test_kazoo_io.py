@@ -134,3 +134,13 @@ async def test_a_connection_dropped_under_load_fails_what_was_in_flight_and_the_
             await asyncio.wait_for(watched.wait(), 10)
         finally:
             await client.stop()
+
+
+async def test_requests_queued_from_kazoos_own_threads_never_stall_the_connection(zk_client: ZkClient, root: str) -> None:
+    # ensure_path chains its requests on kazoo's completion thread, each with a wake-up of its
+    # own; thousands of them fill the wake-up socket while far more than one write's worth of
+    # requests wait. Every one must still be answered.
+    paths = [f"{root}/a/b/c/d{i % 7}/e{i % 13}" for i in range(3000)]
+    gets = [zk_client.exists(f"{root}/missing-{i}") for i in range(3000)]
+    await asyncio.wait_for(asyncio.gather(*(zk_client.ensure_path(p) for p in paths), *gets), 60)
+    assert len(await zk_client.get_children(f"{root}/a/b/c")) == 7

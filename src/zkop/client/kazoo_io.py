@@ -29,6 +29,7 @@ import contextlib
 import functools
 import logging
 import select
+import socket
 import ssl
 import struct
 import threading
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import ConnectionClosedError
+from kazoo.exceptions import ConnectionClosedError, SessionExpiredError
 from kazoo.handlers.threading import AsyncResult, KazooTimeoutError, SequentialThreadingHandler
 from kazoo.handlers.utils import _NONE
 from kazoo.protocol import connection as _conn
@@ -173,8 +174,15 @@ class Handler(SequentialThreadingHandler):  # type: ignore[misc]
         self, rlist: list[Any], wlist: list[Any], xlist: list[Any], timeout: float | None = None
     ) -> tuple[list[Any], list[Any], list[Any]]:
         conn = self.connection
-        if conn is not None and conn._socket in rlist and conn.answer_buffered():
-            return [conn._socket], [], []
+        if conn is not None:
+            if conn._socket in rlist and conn.answer_buffered():
+                return [conn._socket], [], []
+            if conn._more and conn._read_sock in rlist:
+                # Answers first, as kazoo does, then the rest of the requests.
+                readable, writable = _poll(rlist, wlist, 0)
+                if conn._read_sock not in readable:
+                    readable.append(conn._read_sock)
+                return readable, writable, []
         readable, writable = _poll(rlist, wlist, timeout)
         return readable, writable, []
 
@@ -216,6 +224,7 @@ class BatchingConnection(ConnectionHandler):  # type: ignore[misc]
         super().__init__(client, retry_sleeper, logger=logger, sasl_options=sasl_options)
         self._inbuf = bytearray()
         self._sent = 0
+        self._more = False  # requests are left for another pass of sending
 
     # ---- reads -------------------------------------------------------------------
 
@@ -266,16 +275,19 @@ class BatchingConnection(ConnectionHandler):  # type: ignore[misc]
     def _send_request(self, read_timeout: float, connect_timeout: float) -> None:
         client = self.client
         queue = client._queue
-        # The wake-ups first: a request queued after this is followed by a wake-up of its own.
+        if queue:
+            # kazoo's test hooks, raised as its own code raises them
+            head = queue[0][0]
+            if head is _conn._SESSION_EXPIRED:
+                raise SessionExpiredError("Session expired: Testing")
+            if head is _conn._CONNECTION_DROP:
+                raise ConnectionDropped("Connection dropped: Testing")
+        # The wake-ups first (without waiting: this pass may be one the thread gave itself): a
+        # request queued after this is followed by a wake-up of its own.
+        self._more = False
         with contextlib.suppress(OSError):
-            self._read_sock.recv(65536)
+            self._read_sock.recv(65536, socket.MSG_DONTWAIT)
         if not queue:
-            return
-        head = queue[0][0]
-        if head is _conn._SESSION_EXPIRED or head is _conn._CONNECTION_DROP:
-            # kazoo's test hooks, raised by its own code (which reads one wake-up byte)
-            self._write_sock.send(b"\0")
-            super()._send_request(read_timeout, connect_timeout)
             return
         # Only this thread takes from the left of the queue, so indexing is safe while the loop
         # appends on the right.
@@ -313,8 +325,9 @@ class BatchingConnection(ConnectionHandler):  # type: ignore[misc]
                     break
                 queue.popleft()
                 client._pending.append(item)
-        if queue:
-            self._write_sock.send(b"\0")  # more was queued than one write takes: another pass
+        # More was queued than one write takes: another pass, without a wake-up byte (this
+        # thread must never wait on its own wake-up socket, which other threads may have filled).
+        self._more = bool(queue)
 
     def _write_all(self, msg: bytes, timeout: float) -> None:
         """Write ``msg``, counting in ``self._sent`` what went out (read when a send fails)."""
@@ -386,7 +399,9 @@ class Kazoo(KazooClient):  # type: ignore[misc]
         try:
             if write_sock is None:
                 raise ConnectionClosedError("Connection has been closed")
-            write_sock.send(b"\0")
+            write_sock.send(b"\0", socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass  # the socket is full of wake-ups already: the thread will wake
         except Exception:  # closed meanwhile: fail what waits, as kazoo's _call does
             for _, async_object in list(self._queue):
                 if async_object is not None and not async_object.ready():
