@@ -45,6 +45,7 @@ class Store(Events):
         """The same store whose every write also checks ``fence``."""
         store = Store(self.client, root=self.root, acl=self.acl, fence=fence)
         store._ensured = self._ensured
+        store._ensuring = self._ensuring
         store._cache = self._cache
         store._newest_events = self._newest_events
         return store

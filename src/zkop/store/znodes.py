@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,7 @@ class Znodes:
         self.acl = list(acl) if acl else None
         self.fence = fence or Fence()
         self._ensured: set[str] = set()
+        self._ensuring: dict[str, asyncio.Future[None]] = {}
         self._cache = ReadCache()
         # base -> (path, record, znode version, events kept): the newest event this store wrote.
         self._newest_events: dict[str, tuple[str, Any, int, int]] = {}
@@ -108,8 +109,23 @@ class Znodes:
     async def _ensure(self, path: str) -> None:
         if path in self._ensured:
             return
-        await self.client.ensure_path(path, acl=self.acl)
+        # One ensure per path in flight: hundreds of writes into a new namespace at once would
+        # each walk the same path (kazoo chains those requests on its completion thread).
+        pending = self._ensuring.get(path)
+        if pending is None:
+            pending = asyncio.ensure_future(self.client.ensure_path(path, acl=self.acl))
+            self._ensuring[path] = pending
+            pending.add_done_callback(self._ensured_one(path))
+        await asyncio.shield(pending)
         self._ensured.add(path)
+
+    def _ensured_one(self, path: str) -> Callable[[asyncio.Future[None]], None]:
+        def done(fut: asyncio.Future[None]) -> None:
+            self._ensuring.pop(path, None)
+            if not fut.cancelled():
+                fut.exception()  # retrieved: every waiter may have been cancelled meanwhile
+
+        return done
 
     async def _children(self, path: str) -> list[str]:
         try:
