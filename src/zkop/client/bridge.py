@@ -2,7 +2,9 @@
 
 kazoo runs its I/O and watch callbacks on its own threads. This module turns its
 async results into awaitables and hops every callback onto the event loop, so the
-rest of zkop is plain asyncio. Nothing else in zkop touches kazoo's threads.
+rest of zkop is plain asyncio. Nothing else in zkop touches kazoo's threads, apart from
+:mod:`zkop.client.kazoo_io`, the client this module runs on (kazoo with its I/O thread
+batched for many requests in flight).
 """
 
 from __future__ import annotations
