@@ -42,6 +42,9 @@ RESTORED_FROM_ANNOTATION = "zkop.io/restoredFrom"  # also zkop.backup.schedule.R
 RESTORED_ZXID_ANNOTATION = "zkop.io/restoredZxid"
 STATUS_REFRESH = 30.0  # volatile figures (zxid, latency) are refreshed at most this often
 DONE_PERIOD = 1.0  # how often a healthy cluster is looked at (4lw only: no writes)
+# How often a member that is starting, joining or syncing is looked at: each look is a few 4lw
+# probes, and a healed member counts as back only once a look has seen it serve.
+WAIT_PERIOD = 0.05
 STARTUP_GRACE = 60.0  # members started this recently that do not serve yet are booting, not lost
 
 
@@ -231,7 +234,7 @@ class ZookeeperClusterReconciler:
         if isinstance(action, P.Degraded):
             return Result(requeue_after=2.0)
         if isinstance(action, P.Wait):
-            return Result(requeue_after=0.5 if action.reason != P.WaitReason.PAUSED else 5.0)
+            return Result(requeue_after=WAIT_PERIOD if action.reason != P.WaitReason.PAUSED else 5.0)
         return Result(requeue_after=0.2)
 
     async def _write_status(self, ctx: Context, obj: ZookeeperCluster, status: ZookeeperClusterStatus) -> None:
