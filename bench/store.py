@@ -17,7 +17,10 @@ kazoo writing and reading the same znodes with the same payload bytes under anot
             raw:   get_children, then get of every object + status znode
 
 Both sides run ``--chunk`` operations at once (kazoo's async API pipelines them on one
-connection; the store's coroutines are gathered in chunks of the same size). The watch
+connection; the store's coroutines are gathered in chunks of the same size). The store runs on
+zkop's client (kazoo with its I/O thread batched, ``zkop.client.kazoo_io``); the raw side is a
+stock ``KazooClient``, so a ratio above 1 is that client's gain outweighing the store's own
+work (the store still sends every request the raw side sends). The watch
 latency is the time from issuing a write of an object znode to its event: a
 ``Store.watch`` MODIFIED event, or a raw kazoo ``DataWatch`` callback (which also re-reads
 the data), over ``--watch-updates`` writes each.

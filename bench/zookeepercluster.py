@@ -47,7 +47,7 @@ from zkop.testing.quorum import Writer, leader_sequence
 from zkop.zk import fourlw
 
 POLL = 0.05  # how often the bench reads the stored status (the operator's own periods are untouched)
-from zkop.controllers.zookeepercluster.controller import DONE_PERIOD
+from zkop.controllers.zookeepercluster.controller import DONE_PERIOD, WAIT_PERIOD
 
 
 def cluster(name: str, replicas: int) -> ZookeeperCluster:
@@ -382,12 +382,11 @@ async def main(reps: int, roll_reps: int) -> None:
             },
             "wall_s": r3(time.monotonic() - started),
             "notes": [
-                f"A Running (Done) cluster is observed every {DONE_PERIOD:g} s (controller requeue_after); "
-                "nothing notifies the operator of a crash, so heal time is dominated by that period: "
-                "kill_to_operator_restart_s is the wait for the next look (0..1 s), "
-                "restart_to_available_s is the JVM start, rejoin and status write. The kill follows right after "
-                "the look that reported Available, so kill_to_operator_restart_s is close to the full period "
-                "(the worst phase), not its average.",
+                "A member's exit wakes the operator at once (the platform's exit events), so "
+                "kill_to_operator_restart_s is that reaction; restart_to_available_s is the JVM start, "
+                "ZooKeeper's own rejoin (election, then sync from the leader) and the look that sees it serve "
+                f"(a starting member is looked at every {WAIT_PERIOD:g} s) with its status write. A healthy "
+                f"cluster is looked at every {DONE_PERIOD:g} s.",
                 "bare_jvm_start is bench/ensemble.py's standalone server (tickTime 2000, default heap); "
                 "the bare ensembles use exactly the operator's settings for the spec (tickTime 500, heap 64 MiB).",
                 "Available = stored status Running, ready == replicas == N, Available=True, "
