@@ -6,7 +6,9 @@ Baselines measured in the same run, interleaved with the operator's runs:
 
 * the bare start of the same JVMs: ``LocalEnsemble`` create + start + wait_serving of N
   members with exactly the settings the operator derives from the spec, no operator;
-* one bare ZooKeeper JVM start (``bare_jvm_start`` of bench/ensemble.py).
+* one bare ZooKeeper JVM start (``bare_jvm_start`` of bench/ensemble.py);
+* a follower of a bare 3-member ensemble killed and started again by hand, until it serves
+  (ZooKeeper's own share of a heal: the JVM start, election and sync from the leader).
 
 The operator runs in-process with its production controller settings (a control-plane
 ZooKeeper, ``Manager``, ``LocalPlatform``). Writes bench/results/zookeepercluster.json.
@@ -155,6 +157,33 @@ async def bare_ensemble(n: int) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def bare_rejoin() -> float:
+    """ZooKeeper's own part of a heal: a follower of a bare 3-member ensemble killed and started
+    again at once, until it serves as a follower (polled every 0.01 s)."""
+    root = Path(tempfile.mkdtemp(prefix="zkop-bench-rejoin-"))
+    ens = LocalEnsemble(root, "bare")
+    try:
+        ens.create(3, settings=SETTINGS)
+        ens.start()
+        await ens.wait_serving(timeout=120)
+
+        async def mode(member_id: int) -> str | None:
+            address = ens.load().member(member_id).address
+            return (await fourlw.server_state(address.host, address.client_port, timeout=1.0)).mode
+
+        follower = next(i for i in ens.member_ids() if await mode(i) == "follower")
+        t0 = time.monotonic()
+        ens.kill_member(follower)
+        ens.start_member(follower)
+        while await mode(follower) != "follower":  # noqa: ASYNC110 (polling the server is the measurement)
+            await asyncio.sleep(0.01)
+        return time.monotonic() - t0
+    finally:
+        ens.stop(grace=5)
+        stop_everything(root, 5.0)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---- operator measurements ------------------------------------------------------------
 
 
@@ -269,6 +298,7 @@ async def run(reps: int, roll_reps: int) -> dict[str, Any]:
             "bare_5",
             "available_3",
             "available_5",
+            "bare_rejoin",
             "heal_follower",
             "heal_leader",
             "scale_3_to_5",
@@ -304,6 +334,7 @@ async def run(reps: int, roll_reps: int) -> dict[str, Any]:
                     out["available_3"].append(await time_to_available(ops, f"up3-{rep}", 3))
                     out["bare_5"].append(await bare_ensemble(5))
                     out["available_5"].append(await time_to_available(ops, f"up5-{rep}", 5))
+                    out["bare_rejoin"].append(await bare_rejoin())
                 name = "main"
                 await ops.store.create(cluster(name, 3))
                 await ops.wait(name, available(3))
@@ -366,6 +397,7 @@ async def main(reps: int, roll_reps: int) -> None:
                 "bare_jvm_start_s": rsummary(out["bare_jvm"]),
                 "bare_ensemble_3_s": rsummary(out["bare_3"]),
                 "bare_ensemble_5_s": rsummary(out["bare_5"]),
+                "bare_follower_kill_to_serving_s": rsummary(out["bare_rejoin"]),
             },
             "available_3_s": rsummary(out["available_3"]),
             "available_5_s": rsummary(out["available_5"]),
@@ -379,6 +411,9 @@ async def main(reps: int, roll_reps: int) -> None:
                 "available_5_vs_bare_ensemble_5": ratio(med(out["available_5"]), b5),
                 "heal_follower_vs_bare_jvm": ratio(med([s["total"] for s in out["heal_follower"]]), jvm),
                 "heal_leader_vs_bare_jvm": ratio(med([s["total"] for s in out["heal_leader"]]), jvm),
+                "heal_follower_vs_bare_follower_rejoin": ratio(
+                    med([s["total"] for s in out["heal_follower"]]), med(out["bare_rejoin"])
+                ),
             },
             "wall_s": r3(time.monotonic() - started),
             "notes": [
