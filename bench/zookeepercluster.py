@@ -171,7 +171,8 @@ async def bare_rejoin() -> float:
             address = ens.load().member(member_id).address
             return (await fourlw.server_state(address.host, address.client_port, timeout=1.0)).mode
 
-        follower = next(i for i in ens.member_ids() if await mode(i) == "follower")
+        modes = {i: await mode(i) for i in ens.member_ids()}
+        follower = next(i for i, m in modes.items() if m == "follower")
         t0 = time.monotonic()
         ens.kill_member(follower)
         ens.start_member(follower)
