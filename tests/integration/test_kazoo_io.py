@@ -136,7 +136,9 @@ async def test_a_connection_dropped_under_load_fails_what_was_in_flight_and_the_
             await client.stop()
 
 
-async def test_requests_queued_from_kazoos_own_threads_never_stall_the_connection(zk_client: ZkClient, root: str) -> None:
+async def test_requests_queued_from_kazoos_own_threads_never_stall_the_connection(
+    zk_client: ZkClient, root: str
+) -> None:
     # ensure_path chains its requests on kazoo's completion thread, each with a wake-up of its
     # own; thousands of them fill the wake-up socket while far more than one write's worth of
     # requests wait. Every one must still be answered.
@@ -144,3 +146,21 @@ async def test_requests_queued_from_kazoos_own_threads_never_stall_the_connectio
     gets = [zk_client.exists(f"{root}/missing-{i}") for i in range(3000)]
     await asyncio.wait_for(asyncio.gather(*(zk_client.ensure_path(p) for p in paths), *gets), 60)
     assert len(await zk_client.get_children(f"{root}/a/b/c")) == 7
+
+
+async def test_a_chrooted_session_keeps_kazoos_paths(zk_client: ZkClient, root: str, connection: Connection) -> None:
+    # Paths skip kazoo's normalisation only when they are already normal and there is no chroot.
+    chrooted = ZkClient(connection.hosts + root, auth_data=[("digest", f"{connection.user}:{connection.password}")])
+    await chrooted.start()
+    try:
+        await chrooted.create("/inside", b"1", acl=connection.acl())
+        await chrooted.commit([Op.check("/inside", 0), Op.create("/inside/.dot", b"2", acl=connection.acl())])
+        assert (await chrooted.get("/inside/.dot"))[0] == b"2"
+        assert await chrooted.get_children("/inside") == [".dot"]
+    finally:
+        await chrooted.stop()
+    assert (await zk_client.get(f"{root}/inside"))[0] == b"1"
+    assert (await zk_client.get(f"{root}/inside/.dot"))[0] == b"2"
+    with pytest.raises(TypeError):
+        await zk_client.commit([Op("create", f"{root}/bad", "text")])  # type: ignore[arg-type]
+    assert (await zk_client.get(f"{root}/inside"))[0] == b"1"  # refused before it was sent

@@ -344,25 +344,18 @@ class ZkClient:
 
     async def commit(self, ops: Sequence[Op]) -> list[Any]:
         """Run ``ops`` as one atomic transaction; raise :class:`TransactionFailed` on rollback."""
-        txn = self.kazoo.transaction()
-        for op in ops:
-            if op.kind == "create":
-                txn.create(
-                    op.path,
-                    op.data,
-                    acl=list(op.acl) if op.acl else None,
-                    ephemeral=op.ephemeral,
-                    sequence=op.sequence,
-                )
-            elif op.kind == "set":
-                txn.set_data(op.path, op.data, op.version)
-            elif op.kind == "delete":
-                txn.delete(op.path, op.version)
-            elif op.kind == "check":
-                txn.check(op.path, op.version)
-            else:
-                raise ValueError(f"unknown transaction op {op.kind!r}")
-        results: list[Any] = await self._send(lambda: txn.commit_async())
+        spec = [
+            (
+                op.kind,
+                op.path,
+                op.data,
+                op.version,
+                list(op.acl) if op.acl else None,
+                (1 if op.ephemeral else 0) | (2 if op.sequence else 0),
+            )
+            for op in ops
+        ]
+        results: list[Any] = await self._send(lambda: self.kazoo.transact_async(spec))
         if any(isinstance(r, Exception) for r in results):
             raise TransactionFailed(ops, results)
         return results
