@@ -133,7 +133,7 @@ def _settler(loop: asyncio.AbstractEventLoop) -> _Settler:
     return settler
 
 
-def _to_future(loop: asyncio.AbstractEventLoop, async_result: Any) -> asyncio.Future[Any]:
+def _to_future(loop: asyncio.AbstractEventLoop, async_result: DirectResult) -> asyncio.Future[Any]:
     fut: asyncio.Future[Any] = loop.create_future()
     settler = _settler(loop)
 
@@ -145,10 +145,7 @@ def _to_future(loop: asyncio.AbstractEventLoop, async_result: Any) -> asyncio.Fu
         else:
             settler.put(fut, True, value)
 
-    if isinstance(async_result, DirectResult):
-        async_result.link_direct(settle)
-    else:
-        async_result.rawlink(settle)
+    async_result.link_direct(settle)  # every result of a Kazoo client is a DirectResult
     return fut
 
 

@@ -1,5 +1,6 @@
 """kazoo's I/O thread, made cheaper for many requests in flight. Used by :mod:`zkop.client.bridge`
-only; nothing here runs on the event loop except :meth:`Kazoo.ring_later`.
+only; on the event loop, only the bridge's requests run here (:meth:`Kazoo.batched`, whose
+wake-up :meth:`Kazoo._ring` sends at the end of the loop's turn).
 
 kazoo's connection thread makes one pass of its loop per request sent and per answer read, each
 pass a few system calls (a fresh selector, a wake-up byte, a read of the length and one of the
@@ -449,9 +450,10 @@ class Kazoo(KazooClient):  # type: ignore[misc]
         except BlockingIOError:
             pass  # the socket is full of wake-ups already: the thread will wake
         except Exception:  # closed meanwhile: fail what waits, as kazoo's _call does
-            for _, async_object in list(self._queue):
-                if async_object is not None and not async_object.ready():
-                    async_object.set_exception(ConnectionClosedError("Connection has been closed"))
+            with contextlib.suppress(RuntimeError):  # the I/O thread took from the queue meanwhile
+                for _, async_object in list(self._queue):
+                    if async_object is not None and not async_object.ready():
+                        async_object.set_exception(ConnectionClosedError("Connection has been closed"))
 
 
 __all__ = ["BatchingConnection", "DirectResult", "Handler", "Kazoo"]
